@@ -1,0 +1,74 @@
+"""The program of "Why your multiprocessing Pool is stuck (it's full of sharks!)".
+
+Records go through a ``QueueHandler`` into a ``queue.Queue``; a
+``QueueListener`` thread writes them to a file; another thread logs in a loop;
+then a ``multiprocessing.Pool`` (start method ``fork``) starts and its
+children log. Without the library a child often inherits the queue's mutex
+held by the logging thread, and blocks on its first log call forever.
+
+Run as ``python -m forksafe_logging._article [--install] [--handler stdlib|forksafe] LOGFILE``;
+it exits 0 when every task finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import multiprocessing
+import queue
+import threading
+from typing import List, Optional
+
+#: Pool processes and tasks per run; a worker per task (maxtasksperchild=1)
+#: makes one fork per task, enough that one run hangs often.
+PROCESSES = 4
+TASKS = 32
+
+
+def _task(n: int) -> int:
+    logging.getLogger("article.child").info("task %d done", n)
+    return n
+
+
+def _spam(stop: threading.Event) -> None:
+    log = logging.getLogger("article.spam")
+    while not stop.is_set():
+        log.info("spam")
+
+
+def run(logfile: str, use_library: bool) -> List[int]:
+    """Run the article's program once; return the results of the tasks."""
+    if use_library:
+        import forksafe_logging
+
+        forksafe_logging.install()
+    q: "queue.Queue[logging.LogRecord]" = queue.Queue()
+    listener = logging.handlers.QueueListener(q, logging.FileHandler(logfile))
+    listener.start()
+    root = logging.getLogger()
+    root.addHandler(logging.handlers.QueueHandler(q))
+    root.setLevel(logging.INFO)
+    stop = threading.Event()
+    spammer = threading.Thread(target=_spam, args=(stop,), daemon=True)
+    spammer.start()
+    try:
+        with multiprocessing.get_context("fork").Pool(PROCESSES, maxtasksperchild=1) as pool:
+            return pool.map(_task, range(TASKS))
+    finally:
+        stop.set()
+        spammer.join()
+        listener.stop()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("logfile")
+    parser.add_argument("--install", action="store_true", help="call forksafe_logging.install()")
+    args = parser.parse_args(argv)
+    results = run(args.logfile, args.install)
+    return 0 if results == list(range(TASKS)) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

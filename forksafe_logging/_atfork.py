@@ -1,0 +1,277 @@
+"""The before/after-fork hooks: the most dangerous code in the package.
+
+They run inside ``os.fork()`` while every other thread is frozen wherever it
+happened to be. So, throughout:
+
+- nothing here logs, and nothing waits without a deadline: every lock is
+  taken with a timeout shared by the whole fork, and a lock we could not take
+  is not waited for but dealt with in the child;
+- the child side never calls ``release()`` (uWSGI may run it without the
+  parent side having run); it re-initializes, which is safe when one thread
+  is left;
+- no thread is started in the child hook (that breaks gevent-patched
+  programs): an inherited listener restarts on first use.
+
+``os.register_at_fork`` runs ``before`` hooks in reverse order of registration
+and ``after_*`` hooks in order. ``logging`` registers at import, before us, so
+our ``before`` runs first and our ``after_in_child`` runs after the stdlib has
+re-initialized the module lock and the locks of handlers it knows.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import logging.config
+import logging.handlers
+import os
+import socket
+import threading
+import time
+from typing import Any, Dict, List, Set
+
+from forksafe_logging import _compat, _reach, _settings, _streams
+
+
+class _Plan:
+    """What one thread's ``before`` hook took, for its ``after`` hooks."""
+
+    __slots__ = ("acquired", "busy", "complete")
+
+    def __init__(self) -> None:
+        self.acquired: List[Any] = []
+        #: ``id()`` of handlers whose lock we could not take in time: a thread
+        #: may be inside their ``emit()``, and their stream's state is unknown.
+        self.busy: Set[int] = set()
+        #: The module lock was taken and every lock was tried.
+        self.complete = False
+
+
+#: Keyed by thread id: two threads may fork at once, and their hooks run
+#: concurrently (CPython takes the import lock only after the ``before`` hooks).
+_plans: Dict[int, _Plan] = {}
+
+
+def _take(lock: Any, deadline: float, plan: _Plan) -> bool:
+    try:
+        taken = lock.acquire(False)
+        if not taken:
+            remaining = deadline - time.monotonic()
+            taken = remaining > 0 and lock.acquire(True, remaining)
+    except Exception:  # a handler's homemade "lock" with another signature
+        return False
+    if taken:
+        plan.acquired.append(lock)
+    return bool(taken)
+
+
+def before_fork() -> None:
+    """Bring logging to a consistent point: take every lock it reaches, in bounded time."""
+    settings = _settings.current
+    if settings is None:
+        return
+    plan = _Plan()
+    _plans[threading.get_ident()] = plan
+    deadline = time.monotonic() + settings.fork_timeout
+    # The module lock first, as dictConfig and logging.shutdown() take it
+    # before handler locks. Holding a handler lock while the stdlib's own hook
+    # waits for the module lock can deadlock the parent (bpo-36533); if the
+    # module lock is busy, take nothing and let the child distrust everything.
+    if not _take(_compat.LOGGING_MODULE_LOCK, deadline, plan):
+        return
+    reach = _reach.collect()
+    for handler in reach.handlers:
+        lock = handler.lock
+        if lock is not None and not _take(lock, deadline, plan):
+            plan.busy.add(id(handler))
+    for handler, lock in reach.extra_locks:
+        if not _take(lock, deadline, plan):
+            plan.busy.add(id(handler))
+    for q in reach.queues:
+        if _reach.is_thread_queue(q):
+            _take(q.mutex, deadline, plan)
+    plan.complete = True
+
+
+def after_fork_in_parent() -> None:
+    """Release what this thread's ``before`` hook took, newest first."""
+    plan = _plans.pop(threading.get_ident(), None)
+    if plan is None:
+        return
+    for lock in reversed(plan.acquired):
+        lock.release()
+
+
+def after_fork_in_child() -> None:
+    """Make every lock and queue usable, drop the parent's buffers, apply the child mode."""
+    plan = _plans.pop(threading.get_ident(), None)
+    # Plans of threads that forked concurrently: those threads are gone.
+    _plans.clear()
+    _compat.reinit_lock(_settings.install_lock)
+    settings = _settings.current
+    if settings is None:
+        return
+    reach = _reach.collect()
+    # Without a complete plan (our before hook did not run, as under uWSGI, or
+    # could not take the module lock) any handler may have been mid-write.
+    trusted = plan is not None and plan.complete
+    busy = plan.busy if plan is not None else set()
+    replaced: Dict[int, Any] = {}
+    for handler in reach.handlers:
+        if handler.lock is not None:
+            _compat.reinit_lock(handler.lock)
+        if not trusted or id(handler) in busy:
+            _streams.replace_stream(handler, replaced)
+        if isinstance(handler, logging.handlers.BufferingHandler):
+            # The parent still holds these records and will flush them.
+            del handler.buffer[:]
+    for _, lock in reach.extra_locks:
+        _compat.reinit_lock(lock)
+    for q in reach.queues:
+        _reinit_queue(q)
+    for listener in reach.listeners:
+        _child_listener(listener, reach.handlers, settings.child)
+    if settings.child == "reset":
+        _reset_configuration(settings)
+    else:
+        for handler in reach.handlers:
+            _reconnect_later(handler)
+
+
+def _reinit_queue(q: Any) -> None:
+    if _reach.is_thread_queue(q):
+        _compat.reinit_lock(q.mutex)
+        # Condition._at_fork_reinit also forgets the waiters: the parent's
+        # threads, which a notify() in the child would wake instead of ours.
+        for condition in (q.not_empty, q.not_full, q.all_tasks_done):
+            _compat.reinit_lock(condition)
+    elif isinstance(q, _reach.multiprocessing.queues.Queue):
+        _compat.reset_multiprocessing_queue(q)
+
+
+def _drop_pending(q: Any) -> None:
+    """Forget the copy of the parent's pending records: the parent handles them."""
+    if _reach.is_thread_queue(q):
+        q.queue.clear()
+        q.unfinished_tasks = 0
+    else:
+        while True:
+            try:
+                q.get_nowait()
+            except Exception:
+                return
+
+
+def _child_listener(
+    listener: logging.handlers.QueueListener, handlers: List[logging.Handler], mode: str
+) -> None:
+    q = listener.queue
+    if not _reach.is_in_process_queue(q):
+        # A multiprocessing queue: the parent's listener still consumes it,
+        # and records the child puts there reach it. Nothing to restart.
+        return
+    _drop_pending(q)
+    if mode != "inherit":
+        return
+    feeders = [
+        h for h in handlers if isinstance(h, logging.handlers.QueueHandler) and h.queue is q
+    ]
+    if feeders:
+        _RestartOnFirstUse(listener, feeders)
+
+
+class _RestartOnFirstUse:
+    """Restart an inherited listener when a record is first put on its queue.
+
+    Starting its thread in the child hook would break gevent-patched programs
+    and make every child multi-threaded whether it logs or not.
+    """
+
+    def __init__(
+        self, listener: logging.handlers.QueueListener, feeders: List[logging.Handler]
+    ) -> None:
+        self._listener = listener
+        self._feeders = feeders
+        self._inherited_thread = getattr(listener, "_thread", None)
+        self._lock = threading.Lock()
+        for handler in feeders:
+            # An instance attribute shadows QueueHandler.enqueue until popped.
+            handler.enqueue = functools.partial(self._enqueue, handler)  # type: ignore[method-assign]
+
+    def _enqueue(self, handler: logging.handlers.QueueHandler, record: logging.LogRecord) -> None:
+        with self._lock:
+            for feeder in self._feeders:
+                feeder.__dict__.pop("enqueue", None)
+            listener = self._listener
+            # If the child stopped or restarted the listener itself, respect that.
+            if getattr(listener, "_thread", None) is self._inherited_thread:
+                listener._thread = None  # type: ignore[attr-defined]
+                listener.start()
+        handler.enqueue(record)
+
+
+def _reconnect_later(handler: logging.Handler) -> None:
+    """Stop a child from writing into the parent's stream socket."""
+    if isinstance(handler, logging.handlers.DatagramHandler):
+        return  # datagrams do not interleave
+    if isinstance(handler, logging.handlers.SocketHandler):
+        # emit() connects again when sock is None. The inherited socket is
+        # not closed: that would only close the child's descriptor anyway.
+        handler.sock = None
+    elif isinstance(handler, logging.handlers.SysLogHandler):
+        if handler.socktype == socket.SOCK_STREAM:
+            try:
+                _compat.drop_syslog_stream_socket(handler)
+            except OSError as exc:
+                _report("could not reconnect %r in the child: %s" % (handler, exc))
+
+
+def _all_loggers() -> List[logging.Logger]:
+    loggers: List[logging.Logger] = [logging.root]
+    for logger in logging.Logger.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            loggers.append(logger)
+    return loggers
+
+
+def _reset_configuration(settings: _settings.Settings) -> None:
+    """Drop the inherited handlers (closing nothing) and apply the child's configuration."""
+    for logger in _all_loggers():
+        del logger.handlers[:]
+    config = settings.config
+    if config is None:
+        return
+    try:
+        if callable(config):
+            config()
+        else:
+            logging.config.dictConfig(copy.deepcopy(dict(config)))
+    except Exception as exc:
+        _report("applying the child's logging configuration failed: %r" % (exc,))
+
+
+def _report(message: str) -> None:
+    """Tell the user without logging: logging is what is being repaired."""
+    try:
+        os.write(2, ("forksafe_logging: %s\n" % message).encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+_registered = False
+_register_lock = threading.Lock()
+
+
+def register() -> None:
+    """Register the hooks once per interpreter (children inherit them)."""
+    global _registered
+    with _register_lock:
+        if not _registered:
+            os.register_at_fork(
+                before=before_fork,
+                after_in_parent=after_fork_in_parent,
+                after_in_child=after_fork_in_child,
+            )
+            _registered = True
+

@@ -1,0 +1,90 @@
+"""Every difference between the Python versions we support (3.9 to 3.13), in one place.
+
+The at-fork code never tests ``sys.version_info`` itself: it calls the helpers
+here, and each helper names the version whose behaviour it papers over.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import socket
+import sys
+import threading
+from typing import Any, Callable, List, Optional
+
+#: ``logging``'s module lock. Every version from 3.9 to 3.13 calls it ``_lock``;
+#: 3.13 replaced the ``_acquireLock``/``_releaseLock`` helpers around it with
+#: ``_prepareFork``/``_afterFork`` and ``with _lock`` blocks, but the object is
+#: the same ``threading.RLock``.
+LOGGING_MODULE_LOCK: Any = logging._lock  # type: ignore[attr-defined]
+
+#: ``threading.Lock()`` and ``threading.RLock()`` types. Both have had
+#: ``_at_fork_reinit()`` since 3.9, the oldest version we support.
+LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()), threading._PyRLock)  # type: ignore[attr-defined]
+
+#: 3.12 made ``os.fork()`` warn (``DeprecationWarning``) when other threads run.
+FORK_WARNS_ABOUT_THREADS = sys.version_info >= (3, 12)
+
+#: 3.11 gave ``SysLogHandler`` a ``createSocket()`` that ``emit()`` calls when
+#: ``self.socket`` is falsy, so a child can reconnect lazily. 3.9 and 3.10
+#: create the socket once, in ``__init__``.
+SYSLOG_RECONNECTS_LAZILY = hasattr(logging.handlers.SysLogHandler, "createSocket")
+
+
+def reinit_lock(lock: object) -> None:
+    """Make ``lock`` a fresh, unheld lock in a child, in place.
+
+    ``_at_fork_reinit`` (3.9+) keeps the object identity, so every holder of a
+    reference sees the new state; replacing the attribute would not.
+    """
+    reinit: Optional[Callable[[], None]] = getattr(lock, "_at_fork_reinit", None)
+    if reinit is not None:
+        reinit()
+
+
+def thread_targets() -> List[object]:
+    """The ``target`` of every running ``threading.Thread``.
+
+    Reads ``threading._active`` (a plain dict on 3.9 to 3.13) without taking
+    ``threading._active_limbo_lock``: this runs inside an at-fork hook, where
+    taking a lock another thread may hold is what we must not do. Copying a
+    dict is atomic under the GIL. ``Thread._target`` is deleted when ``run()``
+    returns, hence the ``getattr``.
+    """
+    active: dict = threading._active  # type: ignore[attr-defined]
+    return [getattr(t, "_target", None) for t in list(active.values())]
+
+
+def queue_handler_listener(handler: logging.Handler) -> Optional[object]:
+    """The listener that 3.12+ ``dictConfig`` attaches to a ``QueueHandler``."""
+    return getattr(handler, "listener", None)
+
+
+def reset_multiprocessing_queue(q: Any) -> None:
+    """Forget an inherited ``multiprocessing.Queue``'s feeder thread and buffer.
+
+    ``multiprocessing`` does this itself in children it starts (through
+    ``util._run_after_forkers``), but not after a plain ``os.fork()``. We call
+    ``_reset(after_fork=True)`` (same signature 3.9 to 3.13) rather than
+    ``_after_fork()``, which logs through ``multiprocessing.util.debug`` and an
+    at-fork hook must not log.
+    """
+    q._reset(after_fork=True)
+
+
+def drop_syslog_stream_socket(handler: logging.handlers.SysLogHandler) -> None:
+    """Give a child its own connection instead of the parent's stream socket.
+
+    The inherited socket object is left alone (closing it in the child would
+    only close the child's descriptor, but there is nothing to gain).
+    """
+    if SYSLOG_RECONNECTS_LAZILY:
+        handler.socket = None  # type: ignore[assignment]
+        return
+    # 3.9/3.10: no lazy reconnect in emit(), so connect now, as __init__ does.
+    address = handler.address
+    if isinstance(address, str):
+        handler._connect_unixsocket(address)  # type: ignore[attr-defined]
+    else:
+        handler.socket = socket.create_connection(address)  # type: ignore[arg-type]

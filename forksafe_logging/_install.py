@@ -1,0 +1,110 @@
+"""``install()``, ``uninstall()`` and ``is_installed()``: switching the hooks on and off."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Optional
+
+from forksafe_logging import _atfork, _settings
+from forksafe_logging._settings import CHILD_MODES, ChildConfig
+
+#: How long, at most, one fork waits in total for the locks logging holds.
+DEFAULT_FORK_TIMEOUT = 0.1
+
+
+def install(
+    *,
+    child: str = "inherit",
+    config: Optional[ChildConfig] = None,
+    fork_timeout: float = DEFAULT_FORK_TIMEOUT,
+) -> None:
+    """Make the standard ``logging`` module safe across ``fork()``.
+
+    From this call on, every fork (``os.fork()``, ``multiprocessing`` with the
+    ``fork`` start method, ``concurrent.futures``, servers that fork workers)
+    leaves the child with usable locks and queues for everything the logging
+    configuration reaches, whatever the parent's other threads were doing.
+    Handlers and loggers added later are covered too.
+
+    Calling it again is harmless: the hooks are registered once per
+    interpreter, and the options of the latest call are the ones in force.
+    It is thread-safe and may be called before or after logging is
+    configured, in the top process or in a child.
+
+    Args:
+        child: What a forked child does with the logging configuration it
+            inherited. ``"inherit"`` keeps the handlers (their locks and
+            queues made usable, an inherited ``QueueListener`` restarted on
+            first use, nothing the parent buffered written twice).
+            ``"reset"`` drops them, closing nothing the parent still uses,
+            and applies ``config``.
+        config: Only with ``child="reset"``: a :func:`logging.config.dictConfig`
+            dictionary, or a callable that configures logging, applied in each
+            forked child. ``None`` leaves the child without handlers.
+        fork_timeout: The most, in seconds, one fork waits in total for locks
+            that other threads hold. A lock still held then is left alone in
+            the parent and replaced in the child, so a stuck handler delays a
+            fork by at most this much.
+
+    Raises:
+        ValueError: ``child`` is not a known mode, ``config`` is given with
+            a mode other than ``"reset"``, or ``fork_timeout`` is negative.
+        TypeError: ``config`` is neither a mapping nor a callable.
+
+    .. versionadded:: 0.1.0
+    """
+    settings = _validate(child, config, fork_timeout)
+    with _settings.install_lock:
+        _atfork.register()
+        _settings.current = settings
+
+
+def uninstall() -> None:
+    """Switch the hooks off, leaving logging exactly as it was before :func:`install`.
+
+    ``os.register_at_fork`` cannot unregister a hook, so the hooks stay
+    registered and do nothing. Calling it when not installed is harmless.
+
+    .. versionadded:: 0.1.0
+    """
+    with _settings.install_lock:
+        _settings.current = None
+
+
+def is_installed() -> bool:
+    """Whether :func:`install` is in force in this process.
+
+    .. versionadded:: 0.1.0
+    """
+    return _settings.current is not None
+
+
+def _validate(child: object, config: object, fork_timeout: object) -> _settings.Settings:
+    if child == "forward":
+        raise ValueError(
+            "child='forward' needs the cross-process transport, which this version "
+            "does not have yet; use child='inherit' or child='reset'"
+        )
+    if not isinstance(child, str) or child not in CHILD_MODES:
+        raise ValueError(
+            "child must be one of %s; got %r" % (", ".join(repr(m) for m in CHILD_MODES), child)
+        )
+    if config is not None:
+        if child != "reset":
+            raise ValueError(
+                "config= is applied only in child='reset' mode; got child=%r. "
+                "Pass child='reset' too, or drop config=" % (child,)
+            )
+        if not isinstance(config, Mapping) and not callable(config):
+            raise TypeError(
+                "config must be a logging.config.dictConfig dictionary or a callable "
+                "that configures logging; got %s" % (type(config).__name__,)
+            )
+    if isinstance(fork_timeout, bool) or not isinstance(fork_timeout, (int, float)):
+        raise TypeError("fork_timeout must be a number of seconds; got %r" % (fork_timeout,))
+    if not math.isfinite(fork_timeout) or fork_timeout < 0:
+        raise ValueError(
+            "fork_timeout must be a finite number of seconds >= 0; got %r" % (fork_timeout,)
+        )
+    return _settings.Settings(child, config, float(fork_timeout))  # type: ignore[arg-type]

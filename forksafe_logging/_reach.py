@@ -1,0 +1,107 @@
+"""What the logging configuration reaches: handlers, their locks, queues, listeners.
+
+The at-fork hooks call :func:`collect` at every fork rather than keeping a
+registry, so handlers and loggers created after ``install()`` are covered
+without patching any stdlib class. It is a walk over a few lists and dicts:
+no locks taken, nothing logged, nothing that can block.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import multiprocessing.queues
+import queue
+from typing import Any, List, Set
+
+from forksafe_logging import _compat
+
+
+class Reach:
+    """Everything one walk found, each object once."""
+
+    __slots__ = ("handlers", "extra_locks", "queues", "listeners")
+
+    def __init__(self) -> None:
+        self.handlers: List[logging.Handler] = []
+        #: ``(handler, lock)`` for locks a handler keeps besides ``handler.lock``.
+        self.extra_locks: List[Any] = []
+        self.queues: List[Any] = []
+        self.listeners: List[logging.handlers.QueueListener] = []
+
+
+def _extra_locks(handler: logging.Handler) -> List[Any]:
+    found = []
+    for name, value in vars(handler).items():
+        if name != "lock" and isinstance(value, _compat.LOCK_TYPES):
+            found.append(value)
+    return found
+
+
+def collect() -> Reach:
+    """Walk the loggers, their handlers, and the listeners running now."""
+    reach = Reach()
+    seen: Set[int] = set()
+    pending: List[Any] = list(logging.root.handlers)
+    # A dict copy is atomic under the GIL; iterating the live dict is not.
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        handlers = getattr(logger, "handlers", None)  # PlaceHolder has none
+        if handlers:
+            pending.extend(handlers)
+    for target in _compat.thread_targets():
+        owner = getattr(target, "__self__", None)
+        if isinstance(owner, logging.handlers.QueueListener):
+            pending.append(owner)
+
+    while pending:
+        obj = pending.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, logging.handlers.QueueListener):
+            reach.listeners.append(obj)
+            pending.extend(obj.handlers)
+            pending.append(_QueueRef(obj.queue))
+        elif isinstance(obj, _QueueRef):
+            if id(obj.queue) not in seen:
+                seen.add(id(obj.queue))
+                reach.queues.append(obj.queue)
+        elif isinstance(obj, logging.Handler):
+            reach.handlers.append(obj)
+            reach.extra_locks.extend((obj, lock) for lock in _extra_locks(obj))
+            if isinstance(obj, logging.handlers.QueueHandler):
+                pending.append(_QueueRef(obj.queue))
+                listener = _compat.queue_handler_listener(obj)
+                if listener is not None:
+                    pending.append(listener)
+            target = getattr(obj, "target", None)  # MemoryHandler and kin
+            if isinstance(target, logging.Handler):
+                pending.append(target)
+    return reach
+
+
+class _QueueRef:
+    """Wraps a queue so the walk tells it from a handler (queues may be anything)."""
+
+    __slots__ = ("queue",)
+
+    def __init__(self, q: Any) -> None:
+        self.queue = q
+
+
+def is_thread_queue(q: object) -> bool:
+    """A ``queue.Queue`` (or subclass): one process, guarded by ``q.mutex``."""
+    return isinstance(q, queue.Queue)
+
+
+def is_process_queue(q: object) -> bool:
+    """A ``multiprocessing`` queue: shared with other processes through a pipe."""
+    return isinstance(q, (multiprocessing.queues.Queue, multiprocessing.queues.SimpleQueue))
+
+
+def is_in_process_queue(q: object) -> bool:
+    """A queue whose items live in this process's memory only.
+
+    A child inherits a copy of them: they are the parent's to handle.
+    """
+    return is_thread_queue(q) or isinstance(q, queue.SimpleQueue)

@@ -1,0 +1,42 @@
+"""What ``install()`` was asked for, as one immutable object the hooks read."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Mapping, Optional, Union
+
+#: A configuration for a child in ``"reset"`` mode: a ``dictConfig`` dict, or
+#: a callable that configures logging itself.
+ChildConfig = Union[Mapping[str, Any], Callable[[], object]]
+
+CHILD_MODES = ("inherit", "reset")
+
+
+class Settings:
+    """The options of one ``install()`` call."""
+
+    __slots__ = ("child", "config", "fork_timeout")
+
+    def __init__(self, child: str, config: Optional[ChildConfig], fork_timeout: float) -> None:
+        self.child = child
+        self.config = config
+        self.fork_timeout = fork_timeout
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return (self.child, self.config, self.fork_timeout) == (
+            other.child,
+            other.config,
+            other.fork_timeout,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+#: The settings in force, or ``None`` when not installed. The hooks read this
+#: once per fork; rebinding a global is atomic, so they never see half of it.
+current: Optional[Settings] = None
+
+#: Serializes install()/uninstall(). Never taken by the at-fork hooks.
+install_lock = threading.Lock()

@@ -1,0 +1,80 @@
+"""Give a forked child its own stream object over an inherited file descriptor.
+
+A buffered file object (``io.BufferedWriter``, under every text stream) has a
+C-level lock that nothing reinitializes after ``fork()`` (CPython gh-84579). If
+a thread of the parent was inside ``write()`` at the fork, for instance blocked
+on a full pipe, the child's copy is locked forever, and whatever that thread had
+buffered is the parent's to write. So the child gets a fresh object over the
+same descriptor and the old one is *abandoned*: never flushed, never closed,
+never even deallocated, because deallocation flushes (and at interpreter exit a
+lock that cannot be taken within a second is a fatal error).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import Any, Dict, List, Optional
+
+#: Abandoned streams, when ctypes is not there to leak a reference for us.
+#: Holding them here keeps them alive until interpreter exit, not past it.
+_abandoned: List[Any] = []
+
+
+def abandon(stream: Any) -> None:
+    """Keep ``stream`` alive for the rest of the process, so it is never flushed."""
+    try:
+        import ctypes
+
+        # One extra reference that nobody owns: the object is never freed,
+        # not even while the interpreter shuts down.
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(stream))
+    except Exception:  # pragma: no cover - interpreters without ctypes
+        _abandoned.append(stream)
+
+
+def fresh_stream(old: Any) -> Optional[Any]:
+    """A new text stream with ``old``'s settings over ``old``'s descriptor.
+
+    Returns ``None`` when ``old`` has no descriptor (``io.StringIO``, custom
+    objects): such streams have no inherited C lock to worry about.
+    """
+    if not isinstance(old, io.TextIOWrapper):
+        return None
+    try:
+        # fileno() does not take the buffered object's lock.
+        fd = old.fileno()
+    except (OSError, ValueError):
+        return None
+    return io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(fd, "w", closefd=False)),
+        encoding=old.encoding,
+        errors=old.errors,
+        line_buffering=old.line_buffering,
+        write_through=old.write_through,
+    )
+
+
+def replace_stream(handler: Any, replaced: Dict[int, Any]) -> None:
+    """Point ``handler.stream`` at a fresh object; abandon the inherited one.
+
+    ``replaced`` maps ``id(old)`` to its replacement, so handlers that shared
+    a stream in the parent share one in the child. ``sys.stdout`` and
+    ``sys.stderr`` are rebound too when they are the same object, or
+    tracebacks and ``print()`` in the child would block on the lock.
+    """
+    old = getattr(handler, "stream", None)
+    if old is None:
+        return
+    new = replaced.get(id(old))
+    if new is None:
+        new = fresh_stream(old)
+        if new is None:
+            return
+        replaced[id(old)] = new
+        abandon(old)
+    handler.stream = new
+    if sys.stderr is old:
+        sys.stderr = new
+    if sys.stdout is old:
+        sys.stdout = new
