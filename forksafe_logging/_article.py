@@ -43,7 +43,7 @@ def run(logfile: str, use_library: bool) -> List[int]:
         import forksafe_logging
 
         forksafe_logging.install()
-    q: "queue.Queue[logging.LogRecord]" = queue.Queue()
+    q: queue.Queue[logging.LogRecord] = queue.Queue()
     listener = logging.handlers.QueueListener(q, logging.FileHandler(logfile))
     listener.start()
     root = logging.getLogger()

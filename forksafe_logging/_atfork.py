@@ -20,6 +20,7 @@ re-initialized the module lock and the locks of handlers it knows.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -146,7 +147,7 @@ def _reinit_queue(q: Any) -> None:
         # threads, which a notify() in the child would wake instead of ours.
         for condition in (q.not_empty, q.not_full, q.all_tasks_done):
             _compat.reinit_lock(condition)
-    elif isinstance(q, _reach.multiprocessing.queues.Queue):
+    elif _reach.is_process_queue(q) and hasattr(q, "_reset"):
         _compat.reset_multiprocessing_queue(q)
 
 
@@ -174,9 +175,7 @@ def _child_listener(
     _drop_pending(q)
     if mode != "inherit":
         return
-    feeders = [
-        h for h in handlers if isinstance(h, logging.handlers.QueueHandler) and h.queue is q
-    ]
+    feeders = [h for h in handlers if isinstance(h, logging.handlers.QueueHandler) and h.queue is q]
     if feeders:
         _RestartOnFirstUse(listener, feeders)
 
@@ -189,7 +188,9 @@ class _RestartOnFirstUse:
     """
 
     def __init__(
-        self, listener: logging.handlers.QueueListener, feeders: List[logging.Handler]
+        self,
+        listener: logging.handlers.QueueListener,
+        feeders: List[logging.handlers.QueueHandler],
     ) -> None:
         self._listener = listener
         self._feeders = feeders
@@ -219,12 +220,14 @@ def _reconnect_later(handler: logging.Handler) -> None:
         # emit() connects again when sock is None. The inherited socket is
         # not closed: that would only close the child's descriptor anyway.
         handler.sock = None
-    elif isinstance(handler, logging.handlers.SysLogHandler):
-        if handler.socktype == socket.SOCK_STREAM:
-            try:
-                _compat.drop_syslog_stream_socket(handler)
-            except OSError as exc:
-                _report("could not reconnect %r in the child: %s" % (handler, exc))
+    elif (
+        isinstance(handler, logging.handlers.SysLogHandler)
+        and handler.socktype == socket.SOCK_STREAM
+    ):
+        try:
+            _compat.drop_syslog_stream_socket(handler)
+        except OSError as exc:
+            _report("could not reconnect %r in the child: %s" % (handler, exc))
 
 
 def _all_loggers() -> List[logging.Logger]:
@@ -253,10 +256,8 @@ def _reset_configuration(settings: _settings.Settings) -> None:
 
 def _report(message: str) -> None:
     """Tell the user without logging: logging is what is being repaired."""
-    try:
+    with contextlib.suppress(OSError):
         os.write(2, ("forksafe_logging: %s\n" % message).encode("utf-8", "replace"))
-    except OSError:
-        pass
 
 
 _registered = False
@@ -274,4 +275,3 @@ def register() -> None:
                 after_in_child=after_fork_in_child,
             )
             _registered = True
-

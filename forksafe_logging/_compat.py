@@ -11,7 +11,7 @@ import logging.handlers
 import socket
 import sys
 import threading
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 #: ``logging``'s module lock. Every version from 3.9 to 3.13 calls it ``_lock``;
 #: 3.13 replaced the ``_acquireLock``/``_releaseLock`` helpers around it with
@@ -52,7 +52,7 @@ def thread_targets() -> List[object]:
     dict is atomic under the GIL. ``Thread._target`` is deleted when ``run()``
     returns, hence the ``getattr``.
     """
-    active: dict = threading._active  # type: ignore[attr-defined]
+    active: Dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
     return [getattr(t, "_target", None) for t in list(active.values())]
 
 
@@ -73,18 +73,18 @@ def reset_multiprocessing_queue(q: Any) -> None:
     q._reset(after_fork=True)
 
 
-def drop_syslog_stream_socket(handler: logging.handlers.SysLogHandler) -> None:
+def drop_syslog_stream_socket(handler: Any) -> None:
     """Give a child its own connection instead of the parent's stream socket.
 
     The inherited socket object is left alone (closing it in the child would
     only close the child's descriptor, but there is nothing to gain).
     """
     if SYSLOG_RECONNECTS_LAZILY:
-        handler.socket = None  # type: ignore[assignment]
+        handler.socket = None
         return
     # 3.9/3.10: no lazy reconnect in emit(), so connect now, as __init__ does.
     address = handler.address
     if isinstance(address, str):
-        handler._connect_unixsocket(address)  # type: ignore[attr-defined]
+        handler._connect_unixsocket(address)
     else:
-        handler.socket = socket.create_connection(address)  # type: ignore[arg-type]
+        handler.socket = socket.create_connection(address)

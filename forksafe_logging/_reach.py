@@ -20,7 +20,7 @@ from forksafe_logging import _compat
 class Reach:
     """Everything one walk found, each object once."""
 
-    __slots__ = ("handlers", "extra_locks", "queues", "listeners")
+    __slots__ = ("extra_locks", "handlers", "listeners", "queues")
 
     def __init__(self) -> None:
         self.handlers: List[logging.Handler] = []

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Run the test suite against the built wheel on every CPython 3.9-3.13 found.
+# Usage: scripts/test-all-pythons.sh [pytest args...]
+# Says which versions it ran and which it skipped; fails if any run failed
+# or if no version was found at all.
+set -u
+cd "$(dirname "$0")/.."
+root=$(pwd)
+wheel_dir="$root/dist"
+versions=(3.9 3.10 3.11 3.12 3.13)
+
+find_python() {  # $1 = minor version, e.g. 3.12 -> path of an interpreter, or nothing
+    local v=$1 prefix
+    if command -v pyenv >/dev/null 2>&1; then
+        prefix=$(pyenv versions --bare 2>/dev/null | grep -E "^${v//./\\.}(\.[0-9]+)?$" | sort -V | tail -n 1)
+        if [ -n "$prefix" ] && [ -x "$(pyenv root)/versions/$prefix/bin/python" ]; then
+            echo "$(pyenv root)/versions/$prefix/bin/python"
+            return
+        fi
+    fi
+    command -v "python$v" 2>/dev/null || true
+}
+
+wheel=$(ls -t "$wheel_dir"/forksafe_logging-*.whl 2>/dev/null | head -n 1)
+if [ -z "$wheel" ]; then
+    echo "no wheel in $wheel_dir: run 'make wheel' first" >&2
+    exit 2
+fi
+
+ran=() skipped=() failed=()
+for v in "${versions[@]}"; do
+    py=$(find_python "$v")
+    if [ -z "$py" ]; then
+        skipped+=("$v (no interpreter found)")
+        continue
+    fi
+    venv="$root/.venvs/py$v"
+    if [ ! -x "$venv/bin/python" ]; then
+        "$py" -m venv "$venv" || { failed+=("$v (venv)"); continue; }
+    fi
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1
+    if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel" \
+        || ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[test]"; then
+        failed+=("$v (install)")
+        continue
+    fi
+    echo "=== Python $v ($("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')): tests against $(basename "$wheel")"
+    # The pytest script, not 'python -m pytest': the latter puts the source
+    # tree on sys.path, and the suite must import the installed wheel.
+    if (cd "$root" && FORKSAFE_TEST_WHEEL=1 "$venv/bin/pytest" "$@"); then
+        ran+=("$v")
+    else
+        failed+=("$v")
+    fi
+done
+
+echo
+echo "Python versions tested: ${ran[*]:-none}"
+[ ${#skipped[@]} -eq 0 ] || printf 'skipped: %s\n' "${skipped[@]}"
+[ ${#failed[@]} -eq 0 ] || printf 'FAILED: %s\n' "${failed[@]}"
+[ ${#failed[@]} -eq 0 ] && [ ${#ran[@]} -gt 0 ]
