@@ -89,10 +89,30 @@ def before_fork() -> None:
     for handler, lock in reach.extra_locks:
         if not _take(lock, deadline, plan):
             plan.busy.add(id(handler))
+    flushed: Set[int] = set()
+    for handler in reach.handlers:
+        if id(handler) not in plan.busy:
+            _flush_stream(handler, flushed)
     for q in reach.queues:
         if _reach.is_thread_queue(q):
             _take(q.mutex, deadline, plan)
     plan.complete = True
+
+
+def _flush_stream(handler: logging.Handler, flushed: Set[int]) -> None:
+    """Write out what the parent buffered, or the child would write it again.
+
+    Only for handlers whose locks we hold, so no thread of ours is inside
+    their ``emit()``. ``StreamHandler.emit`` flushes after every record, so
+    this is usually an empty flush; it matters for handlers that buffer.
+    """
+    stream = getattr(handler, "stream", None)
+    if stream is None or id(stream) in flushed:
+        return
+    flushed.add(id(stream))
+    # Closed, or not a real stream: then there is nothing to keep consistent.
+    with contextlib.suppress(Exception):
+        stream.flush()
 
 
 def after_fork_in_parent() -> None:
@@ -113,7 +133,7 @@ def after_fork_in_child() -> None:
     settings = _settings.current
     if settings is None:
         return
-    reach = _reach.collect()
+    reach = _reach.collect(in_child=True)
     # Without a complete plan (our before hook did not run, as under uWSGI, or
     # could not take the module lock) any handler may have been mid-write.
     trusted = plan is not None and plan.complete

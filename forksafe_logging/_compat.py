@@ -43,17 +43,26 @@ def reinit_lock(lock: object) -> None:
         reinit()
 
 
-def thread_targets() -> List[object]:
-    """The ``target`` of every running ``threading.Thread``.
+def thread_targets(in_child: bool = False) -> List[object]:
+    """The ``target`` of every ``threading.Thread`` that was running.
 
-    Reads ``threading._active`` (a plain dict on 3.9 to 3.13) without taking
-    ``threading._active_limbo_lock``: this runs inside an at-fork hook, where
-    taking a lock another thread may hold is what we must not do. Copying a
-    dict is atomic under the GIL. ``Thread._target`` is deleted when ``run()``
-    returns, hence the ``getattr``.
+    In the parent this reads ``threading._active`` (a plain dict on 3.9 to
+    3.13) without taking ``threading._active_limbo_lock``: this runs inside an
+    at-fork hook, where taking a lock another thread may hold is what we must
+    not do, and copying a dict is atomic under the GIL.
+
+    In a child, ``threading``'s own at-fork hook (registered before ours) has
+    already dropped the parent's threads from ``_active``; their objects are
+    still in the ``threading._dangling`` weak set (3.9 to 3.13), which only
+    this one thread can change now. ``Thread._target`` is deleted when
+    ``run()`` returns, hence the ``getattr``.
     """
-    active: Dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
-    return [getattr(t, "_target", None) for t in list(active.values())]
+    if in_child:
+        threads: List[threading.Thread] = list(threading._dangling)  # type: ignore[attr-defined]
+    else:
+        active: Dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
+        threads = list(active.values())
+    return [getattr(t, "_target", None) for t in threads]
 
 
 def queue_handler_listener(handler: logging.Handler) -> Optional[object]:

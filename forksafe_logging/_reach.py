@@ -38,8 +38,8 @@ def _extra_locks(handler: logging.Handler) -> List[Any]:
     return found
 
 
-def collect() -> Reach:
-    """Walk the loggers, their handlers, and the listeners running now."""
+def collect(in_child: bool = False) -> Reach:
+    """Walk the loggers, their handlers, and the listeners that were running."""
     reach = Reach()
     seen: Set[int] = set()
     pending: List[Any] = list(logging.root.handlers)
@@ -48,7 +48,7 @@ def collect() -> Reach:
         handlers = getattr(logger, "handlers", None)  # PlaceHolder has none
         if handlers:
             pending.extend(handlers)
-    for target in _compat.thread_targets():
+    for target in _compat.thread_targets(in_child):
         owner = getattr(target, "__self__", None)
         if isinstance(owner, logging.handlers.QueueListener):
             pending.append(owner)

@@ -1,0 +1,115 @@
+"""Shared fixtures: every test leaves logging and the library as it found them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+
+import forksafe_logging
+
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_report_header() -> List[str]:
+    return ["forksafe_logging imported from %s" % Path(forksafe_logging.__file__).parent]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # make test runs the suite against the installed wheel: a file missing
+    # from the package must fail, not be found in the source tree.
+    if os.environ.get("FORKSAFE_TEST_WHEEL") and "site-packages" not in forksafe_logging.__file__:
+        raise pytest.UsageError(
+            "FORKSAFE_TEST_WHEEL is set but forksafe_logging was imported from %s"
+            % forksafe_logging.__file__
+        )
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    forksafe_logging.uninstall()
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
+
+class Outcome:
+    """What a scenario script did: its exit, output, and the facts it reported."""
+
+    def __init__(self, returncode: Optional[int], stdout: str, stderr: str) -> None:
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.hung = returncode is None
+
+    @property
+    def facts(self) -> Dict[str, Any]:
+        assert self.returncode == 0, "scenario failed (%s):\n%s\n%s" % (
+            self.returncode,
+            self.stdout,
+            self.stderr,
+        )
+        lines = self.stdout.strip().splitlines()
+        assert lines, "scenario printed nothing; stderr:\n%s" % self.stderr
+        facts: Dict[str, Any] = json.loads(lines[-1])
+        return facts
+
+
+class Scenario:
+    """Runs a script in a fresh interpreter, under a timeout, in a temp dir."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+
+    def run(
+        self,
+        body: str,
+        install: Optional[Dict[str, Any]] = None,
+        *,
+        timeout: float = 60,
+        args: Optional[List[str]] = None,
+    ) -> Outcome:
+        script = self.tmp_path / "scenario.py"
+        script.write_text(textwrap.dedent(body))
+        env = dict(os.environ)
+        # scenario_lib only: the source tree must not shadow the installed package.
+        env["PYTHONPATH"] = str(TESTS)
+        cmd = [sys.executable, str(script), json.dumps(install), *(args or [])]
+        proc = subprocess.Popen(
+            cmd,
+            cwd=self.tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            out, err = proc.communicate()
+            return Outcome(None, out, err)
+        return Outcome(proc.returncode, out, err)
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Scenario:
+    return Scenario(tmp_path)
+
+
+#: ``install()`` options for the two sides of a control test.
+WITH = {"child": "inherit"}
+WITHOUT = None

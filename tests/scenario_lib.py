@@ -1,0 +1,120 @@
+"""Helpers for the scenario scripts that tests run in fresh interpreters.
+
+Each scenario is a small program: it configures logging, maybe calls
+``install()``, arranges a race, forks, and prints one JSON line of facts that
+the test asserts on. A fresh interpreter per scenario because at-fork hooks
+cannot be unregistered, and because several scenarios need a child that exits
+normally (running ``logging.shutdown`` and finalizers), which a forked pytest
+process must not do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, Optional
+
+
+def child(
+    fn: Callable[[], Any], *, timeout: float = 5.0, exit: str = "os", method: str = "os.fork"
+) -> str:
+    """Fork; run ``fn`` in the child; report how the child ended.
+
+    Returns ``"ok"``, ``"hung"`` (no exit within ``timeout``: killed) or
+    ``"exit N"``. ``exit="normal"`` ends the child with ``sys.exit(0)`` so
+    atexit handlers and ``logging.shutdown()`` run, as in a real program;
+    ``"os"`` uses ``os._exit(0)`` as ``multiprocessing`` does.
+    ``method="multiprocessing"`` starts the child as a ``multiprocessing``
+    process with the ``fork`` start method instead of calling ``os.fork()``.
+    """
+    if method == "multiprocessing":
+        return _mp_child(fn, timeout)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            fn()
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        if exit == "normal" and code == 0:
+            sys.exit(0)  # the pipe's write end closes when the process ends
+        os._exit(code)
+    os.close(w)
+    # The child holds the write end until it exits: EOF means it has ended.
+    # select() gives a deadline; nothing here sleeps to wait for the child.
+    ready, _, _ = select.select([r], [], [], timeout)
+    os.close(r)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return "hung"
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return "ok" if code == 0 else "exit %d" % code
+
+
+def _mp_child(fn: Callable[[], Any], timeout: float) -> str:
+    import multiprocessing
+
+    process = multiprocessing.get_context("fork").Process(target=fn)
+    process.start()
+    process.join(timeout)  # returns when the process ends, or at the deadline
+    if process.is_alive():
+        process.kill()
+        process.join()
+        return "hung"
+    return "ok" if process.exitcode == 0 else "exit %s" % process.exitcode
+
+
+class Holder:
+    """A thread that takes ``lock`` and keeps it until :meth:`release`."""
+
+    def __init__(self, lock: Any) -> None:
+        self._taken = threading.Event()
+        self._release = threading.Event()
+        self._lock = lock
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        if not self._taken.wait(10):
+            raise RuntimeError("holder thread did not take the lock")
+
+    def _run(self) -> None:
+        with self._lock:
+            self._taken.set()
+            self._release.wait(30)
+
+    def release(self) -> None:
+        self._release.set()
+        self.thread.join(10)
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds ``fn`` took."""
+    started = time.monotonic()
+    fn()
+    return time.monotonic() - started
+
+
+def report(**facts: Any) -> None:
+    """Print the scenario's facts as the last line of stdout."""
+    sys.stdout.write(json.dumps(facts) + "\n")
+    sys.stdout.flush()
+
+
+def install_from_argv() -> Optional[Dict[str, Any]]:
+    """``install()`` with the JSON options in ``argv[1]``, unless it is ``null``."""
+    options = json.loads(sys.argv[1])
+    if options is not None:
+        import forksafe_logging
+
+        forksafe_logging.install(**options)
+    return options

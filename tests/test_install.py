@@ -1,0 +1,118 @@
+"""install(), uninstall() and is_installed(): the switch itself, and its misuse."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Dict
+
+import pytest
+
+import forksafe_logging
+
+
+class TestSwitch:
+    def test_install_then_uninstall(self) -> None:
+        """is_installed() follows install() and uninstall()."""
+        assert not forksafe_logging.is_installed()
+        forksafe_logging.install()
+        assert forksafe_logging.is_installed()
+        forksafe_logging.uninstall()
+        assert not forksafe_logging.is_installed()
+
+    def test_idempotent(self) -> None:
+        """Calling install() or uninstall() twice is harmless."""
+        forksafe_logging.install()
+        forksafe_logging.install()
+        assert forksafe_logging.is_installed()
+        forksafe_logging.uninstall()
+        forksafe_logging.uninstall()
+        assert not forksafe_logging.is_installed()
+
+    def test_configuration_untouched(self) -> None:
+        """install() and uninstall() change no logger, handler or level."""
+        root = logging.getLogger()
+        handler = logging.NullHandler()
+        root.addHandler(handler)
+        before = (root.handlers[:], root.level, dict(logging.Logger.manager.loggerDict))
+        forksafe_logging.install()
+        forksafe_logging.uninstall()
+        assert (root.handlers[:], root.level, dict(logging.Logger.manager.loggerDict)) == before
+
+    @pytest.mark.timeout(30)
+    def test_starts_no_thread(self) -> None:
+        """install() starts no thread (a thread would make 3.12+ warn at every fork)."""
+        before = threading.active_count()
+        forksafe_logging.install()
+        assert threading.active_count() == before
+
+    @pytest.mark.timeout(30)
+    def test_thread_safe(self) -> None:
+        """Concurrent install() and uninstall() calls leave a consistent state."""
+        barrier = threading.Barrier(8)
+        errors = []
+
+        def flip(n: int) -> None:
+            try:
+                barrier.wait(10)
+                for _ in range(200):
+                    if n % 2:
+                        forksafe_logging.install()
+                    else:
+                        forksafe_logging.uninstall()
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=flip, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert not errors
+        forksafe_logging.install()
+        assert forksafe_logging.is_installed()
+
+
+class TestMisuse:
+    @pytest.mark.parametrize("child", ["fowrard", "", "INHERIT", None, 3])
+    def test_unknown_mode(self, child: Any) -> None:
+        """An unknown child mode fails at install(), naming the valid ones."""
+        with pytest.raises(ValueError, match="child must be one of 'inherit', 'reset'; got"):
+            forksafe_logging.install(child=child)
+        assert not forksafe_logging.is_installed()
+
+    def test_forward_not_yet(self) -> None:
+        """'forward' explains that it needs the transport instead of failing later."""
+        with pytest.raises(ValueError, match="child='forward' needs the cross-process transport"):
+            forksafe_logging.install(child="forward")
+
+    @pytest.mark.parametrize("config", [42, "logging.conf", ["handlers"]])
+    def test_config_type(self, config: Any) -> None:
+        """A config that is neither a mapping nor a callable is a TypeError at install()."""
+        with pytest.raises(TypeError, match=r"config must be a logging\.config\.dictConfig"):
+            forksafe_logging.install(child="reset", config=config)
+
+    def test_config_needs_reset(self) -> None:
+        """config= with a mode that would ignore it is refused, not silently dropped."""
+        config: Dict[str, Any] = {"version": 1}
+        with pytest.raises(ValueError, match="config= is applied only in child='reset' mode"):
+            forksafe_logging.install(config=config)
+
+    @pytest.mark.parametrize("timeout", [-1, float("nan"), float("inf")])
+    def test_fork_timeout_value(self, timeout: float) -> None:
+        """fork_timeout must be a finite, non-negative number of seconds."""
+        with pytest.raises(ValueError, match="fork_timeout must be a finite number"):
+            forksafe_logging.install(fork_timeout=timeout)
+
+    @pytest.mark.parametrize("timeout", ["1", True, None])
+    def test_fork_timeout_type(self, timeout: Any) -> None:
+        """fork_timeout must be a number."""
+        with pytest.raises(TypeError, match="fork_timeout must be a number of seconds"):
+            forksafe_logging.install(fork_timeout=timeout)
+
+    def test_misuse_keeps_previous_settings(self) -> None:
+        """A refused install() leaves the previous installation in force."""
+        forksafe_logging.install()
+        with pytest.raises(ValueError, match="child must be one of"):
+            forksafe_logging.install(child="nope")
+        assert forksafe_logging.is_installed()
