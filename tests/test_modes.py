@@ -1,0 +1,146 @@
+"""The child modes: what a forked child does with the configuration it inherited."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import pytest
+from conftest import Scenario
+
+pytestmark = pytest.mark.timeout(120)
+
+DICT_CONFIG: Dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(message)s"}},
+    "handlers": {
+        "child_file": {
+            "class": "logging.FileHandler",
+            "filename": "child.log",
+            "formatter": "plain",
+        }
+    },
+    "root": {"handlers": ["child_file"], "level": "INFO"},
+}
+
+RESET = """
+    import logging, logging.handlers, queue, sys
+    from scenario_lib import child, Holder, report, install_from_argv
+
+    def configure_child():
+        handler = logging.FileHandler("child.log")
+        logging.getLogger().addHandler(handler)
+
+    if sys.argv[2] == "callable":
+        import forksafe_logging
+        forksafe_logging.install(child="reset", config=configure_child)
+    else:
+        install_from_argv()
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(logging.FileHandler("parent.log"))
+    q = queue.Queue()
+    root.addHandler(logging.handlers.QueueHandler(q))
+    holder = Holder(q.mutex)  # the dropped handler's queue is held at the fork
+    seen = {}
+
+    def in_child():
+        with open("handlers.txt", "w") as f:
+            f.write(repr([type(h).__name__ for h in logging.getLogger().handlers]))
+        logging.info("child")
+
+    outcome = child(in_child, exit="normal")
+    holder.release()
+    logging.info("parent after the child exited")
+    for handler in root.handlers:
+        handler.flush()
+
+    def lines(name):
+        try:
+            with open(name) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return None
+
+    with open("handlers.txt") as f:
+        child_handlers = f.read()
+    report(child=outcome, parent=lines("parent.log"), child_log=lines("child.log"),
+           child_handlers=child_handlers)
+"""
+
+
+class TestReset:
+    def test_dict_config(self, scenario: Scenario) -> None:
+        """The child drops the parent's handlers, closing none, and applies the dict."""
+        facts = scenario.run(RESET, {"child": "reset", "config": DICT_CONFIG}, args=["dict"]).facts
+        assert facts["child"] == "ok"
+        assert facts["child_handlers"] == "['FileHandler']"
+        assert facts["child_log"] == ["child"]
+        # The child's exit closed its copies; the parent's file still works.
+        assert facts["parent"] == ["parent after the child exited"]
+
+    def test_callable_config(self, scenario: Scenario) -> None:
+        """A callable config runs in the child instead of a dict."""
+        facts = scenario.run(RESET, None, args=["callable"]).facts
+        assert facts["child"] == "ok"
+        assert facts["child_log"] == ["child"]
+        assert facts["parent"] == ["parent after the child exited"]
+
+    def test_no_config(self, scenario: Scenario) -> None:
+        """Without a config the child has no handlers at all."""
+        facts = scenario.run(RESET, {"child": "reset"}, args=["none"]).facts
+        assert facts["child"] == "ok"
+        assert facts["child_handlers"] == "[]"
+        assert facts["child_log"] is None
+        assert facts["parent"] == ["parent after the child exited"]
+
+    def test_broken_config_reported(self, scenario: Scenario) -> None:
+        """A config that fails in the child is reported on stderr; the child carries on."""
+        broken = {"version": 1, "handlers": {"h": {"class": "no.such.Handler"}}}
+        outcome = scenario.run(RESET, {"child": "reset", "config": broken}, args=["dict"])
+        assert outcome.facts["child"] == "ok"
+        assert "forksafe_logging: applying the child's logging configuration failed" in (
+            outcome.stderr
+        )
+
+    def test_config_reapplied_in_grandchild(self, scenario: Scenario) -> None:
+        """The dict is applied afresh in every generation (dictConfig mutates what it is given)."""
+        body = """
+            import logging
+            from scenario_lib import child, report, install_from_argv
+            install_from_argv()
+            logging.getLogger().addHandler(logging.FileHandler("parent.log"))
+
+            def in_child():
+                assert child(lambda: logging.warning("grandchild")) == "ok"
+                logging.warning("child")
+
+            outcome = child(in_child)
+            with open("child.log") as f:
+                report(child=outcome, lines=f.read().splitlines())
+        """
+        facts = scenario.run(body, {"child": "reset", "config": DICT_CONFIG}).facts
+        assert facts == {"child": "ok", "lines": ["grandchild", "child"]}
+
+
+class TestInherit:
+    BODY = """
+        import logging
+        from scenario_lib import child, report, install_from_argv
+        install_from_argv()
+        logging.getLogger().addHandler(logging.FileHandler("out.log"))
+        outcome = child(lambda: logging.warning("child"), exit="normal")
+        logging.warning("parent")
+        with open("out.log") as f:
+            report(child=outcome, lines=f.read().splitlines())
+    """
+
+    def test_keeps_handlers(self, scenario: Scenario) -> None:
+        """In inherit mode the child writes through the handlers it inherited."""
+        facts = scenario.run(self.BODY, {"child": "inherit"}).facts
+        assert facts == {"child": "ok", "lines": ["child", "parent"]}
+
+    def test_is_the_default(self, scenario: Scenario) -> None:
+        """install() with no arguments inherits."""
+        facts = scenario.run(self.BODY, {}).facts
+        assert facts == {"child": "ok", "lines": ["child", "parent"]}
