@@ -24,11 +24,16 @@ def run_article(use_library: bool, timeout: float = RUN_TIMEOUT, cwd: Optional[s
         cmd = [sys.executable, "-m", "forksafe_logging._article", os.path.join(tmp, "app.log")]
         if use_library:
             cmd.append("--install")
+        # The child imports the same forksafe_logging as this process.
+        env = dict(os.environ)
+        home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH")]))
         # start_new_session: on a timeout the whole group, pool workers
         # included, is killed, so nothing stuck outlives the run.
         proc = subprocess.Popen(
             cmd,
             cwd=cwd or tmp,
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -16,6 +16,7 @@ import pytest
 import forksafe_logging
 
 TESTS = Path(__file__).resolve().parent
+PACKAGE_HOME = Path(forksafe_logging.__file__).resolve().parent.parent
 
 
 def pytest_report_header() -> List[str]:
@@ -84,8 +85,9 @@ class Scenario:
         script = self.tmp_path / "scenario.py"
         script.write_text(textwrap.dedent(body))
         env = dict(os.environ)
-        # scenario_lib only: the source tree must not shadow the installed package.
-        env["PYTHONPATH"] = str(TESTS)
+        # scenario_lib, and the forksafe_logging this test run imported (the
+        # installed wheel under make test): never the source tree by accident.
+        env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(PACKAGE_HOME)])
         cmd = [sys.executable, str(script), json.dumps(install), *(args or [])]
         proc = subprocess.Popen(
             cmd,
