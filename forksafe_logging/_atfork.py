@@ -32,15 +32,16 @@ import threading
 import time
 from typing import Any, Dict, List, Set
 
-from forksafe_logging import _compat, _reach, _settings, _streams
+from forksafe_logging import _channel, _compat, _forward, _reach, _server, _settings, _streams
 
 
 class _Plan:
     """What one thread's ``before`` hook took, for its ``after`` hooks."""
 
-    __slots__ = ("acquired", "busy", "complete")
+    __slots__ = ("acquired", "busy", "complete", "quieted")
 
     def __init__(self) -> None:
+        self.quieted = False
         self.acquired: List[Any] = []
         #: ``id()`` of handlers whose lock we could not take in time: a thread
         #: may be inside their ``emit()``, and their stream's state is unknown.
@@ -70,10 +71,16 @@ def _take(lock: Any, deadline: float, plan: _Plan) -> bool:
 def before_fork() -> None:
     """Bring logging to a consistent point: take every lock it reaches, in bounded time."""
     settings = _settings.current
-    if settings is None:
+    server = _server.current()
+    if settings is None and server is None:
         return
     plan = _Plan()
     _plans[threading.get_ident()] = plan
+    if server is not None:
+        # Our listener thread must not be why 3.12+ warns about this fork.
+        plan.quieted = _compat.quiet_fork_warning(1 if server.thread.is_alive() else 0)
+    if settings is None:
+        return
     deadline = time.monotonic() + settings.fork_timeout
     # The module lock first, as dictConfig and logging.shutdown() take it
     # before handler locks. Holding a handler lock while the stdlib's own hook
@@ -120,6 +127,8 @@ def after_fork_in_parent() -> None:
     plan = _plans.pop(threading.get_ident(), None)
     if plan is None:
         return
+    if plan.quieted:
+        _compat.unquiet_fork_warning()
     for lock in reversed(plan.acquired):
         lock.release()
 
@@ -130,6 +139,11 @@ def after_fork_in_child() -> None:
     # Plans of threads that forked concurrently: those threads are gone.
     _plans.clear()
     _compat.reinit_lock(_settings.install_lock)
+    if plan is not None and plan.quieted:
+        _compat.unquiet_fork_warning()
+    # The parent's listener and connection are not this process's.
+    _server.after_fork_in_child()
+    _channel.after_fork_in_child()
     settings = _settings.current
     if settings is None:
         return
@@ -155,6 +169,11 @@ def after_fork_in_child() -> None:
         _child_listener(listener, reach.handlers, settings.child)
     if settings.child == "reset":
         _reset_configuration(settings)
+    elif settings.child == "forward":
+        # Handlers inherited from a process that already forwarded are
+        # forwarders: nothing to replace, and the undo record stays as it is.
+        if not _settings.undo:
+            _settings.undo[:] = _forward.forward_tree()
     else:
         for handler in reach.handlers:
             _reconnect_later(handler)

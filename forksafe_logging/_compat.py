@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 import socket
 import sys
 import threading
+import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 #: ``logging``'s module lock. Every version from 3.9 to 3.13 calls it ``_lock``;
@@ -97,3 +99,49 @@ def drop_syslog_stream_socket(handler: Any) -> None:
         handler._connect_unixsocket(address)
     else:
         handler.socket = socket.create_connection(address)
+
+
+#: The message of the 3.12+ warning, as ``os.fork()`` formats it.
+_FORK_WARNING = re.compile(
+    r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
+)
+_QUIET_FORK = ("ignore", _FORK_WARNING, DeprecationWarning, None, 0)
+
+
+def _os_thread_count() -> int:
+    """The count 3.12+ uses on Linux: field 20 of ``/proc/self/stat``; 0 if unknown."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[17])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def quiet_fork_warning(our_threads: int) -> bool:
+    """Silence 3.12+'s multi-threaded-fork warning if our threads are the only cause.
+
+    ``os.fork()`` warns in the parent after the fork and before the
+    ``after_in_parent`` hooks, so the filter is added in the ``before`` hook
+    and removed by :func:`unquiet_fork_warning` in both after hooks. Returns
+    whether it was added.
+    """
+    if not FORK_WARNS_ABOUT_THREADS or our_threads <= 0:
+        return False
+    threads = _os_thread_count()
+    if threads <= 0:
+        active: Dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
+        threads = len(active)
+    if threads - our_threads > 1:
+        return False  # someone else's thread: the warning is theirs to get
+    warnings.filters.insert(0, _QUIET_FORK)  # type: ignore[attr-defined]
+    warnings._filters_mutated()  # type: ignore[attr-defined]
+    return True
+
+
+def unquiet_fork_warning() -> None:
+    try:
+        warnings.filters.remove(_QUIET_FORK)  # type: ignore[attr-defined]
+    except ValueError:
+        return
+    warnings._filters_mutated()  # type: ignore[attr-defined]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Optional
 
-from forksafe_logging import _atfork, _settings
+from forksafe_logging import _atfork, _forward, _server, _settings
 from forksafe_logging._settings import CHILD_MODES, ChildConfig
 
 #: How long, at most, one fork waits in total for the locks logging holds.
@@ -15,11 +16,11 @@ DEFAULT_FORK_TIMEOUT = 0.1
 
 def install(
     *,
-    child: str = "inherit",
+    child: str = "forward",
     config: Optional[ChildConfig] = None,
     fork_timeout: float = DEFAULT_FORK_TIMEOUT,
 ) -> None:
-    """Make the standard ``logging`` module safe across ``fork()``.
+    """Make the standard ``logging`` module safe across processes.
 
     From this call on, every fork (``os.fork()``, ``multiprocessing`` with the
     ``fork`` start method, ``concurrent.futures``, servers that fork workers)
@@ -30,15 +31,21 @@ def install(
     Calling it again is harmless: the hooks are registered once per
     interpreter, and the options of the latest call are the ones in force.
     It is thread-safe and may be called before or after logging is
-    configured, in the top process or in a child.
+    configured.
 
     Args:
-        child: What a forked child does with the logging configuration it
-            inherited. ``"inherit"`` keeps the handlers (their locks and
-            queues made usable, an inherited ``QueueListener`` restarted on
-            first use, nothing the parent buffered written twice).
-            ``"reset"`` drops them, closing nothing the parent still uses,
-            and applies ``config``.
+        child: What another process of the tree does with its logging.
+            ``"forward"`` (the default): every process started from here,
+            by ``fork``, ``spawn`` or ``forkserver``, sends its records to a
+            listener thread in this process, which hands them to the handlers
+            configured here, as if they had been logged here. A process that
+            calls ``install()`` and finds such a listener above it (a
+            subprocess that inherited the environment) forwards too.
+            ``"inherit"``: a forked child keeps the handlers it inherited
+            (their locks and queues made usable, an inherited
+            ``QueueListener`` restarted on first use, nothing the parent
+            buffered written twice). ``"reset"``: a forked child drops them,
+            closing nothing the parent still uses, and applies ``config``.
         config: Only with ``child="reset"``: a :func:`logging.config.dictConfig`
             dictionary, or a callable that configures logging, applied in each
             forked child. ``None`` leaves the child without handlers.
@@ -53,23 +60,69 @@ def install(
         TypeError: ``config`` is neither a mapping nor a callable.
 
     .. versionadded:: 0.1.0
+    .. versionchanged:: 0.2.0
+       ``child="forward"`` is new, and the default.
     """
     settings = _validate(child, config, fork_timeout)
     with _settings.install_lock:
         _atfork.register()
+        if settings.child == "forward":
+            from forksafe_logging.handlers import _is_descendant, _start_listener
+
+            if _is_descendant():
+                _become_descendant(settings)
+                return
+            _start_listener()
+            _forward.advertise()
+        else:
+            _forward.withdraw()
         _settings.current = settings
 
 
-def uninstall() -> None:
-    """Switch the hooks off, leaving logging exactly as it was before :func:`install`.
+def install_as_descendant() -> None:
+    """Forward this process's records to the listener of the tree it belongs to."""
+    with _settings.install_lock:
+        _atfork.register()
+        _become_descendant(_settings.Settings("forward", None, DEFAULT_FORK_TIMEOUT))
 
-    ``os.register_at_fork`` cannot unregister a hook, so the hooks stay
-    registered and do nothing. Calling it when not installed is harmless.
+
+def _become_descendant(settings: _settings.Settings) -> None:
+    if not _settings.undo:
+        _settings.undo[:] = _forward.forward_tree()
+    _forward.advertise()
+    _settings.current = settings
+
+
+def uninstall() -> None:
+    """Switch the library off, leaving logging as it was before :func:`install`.
+
+    In the top process of a tree, the listener handles every record already
+    sent to it, the handlers are flushed, and it stops. In a process that
+    was forwarding, its own handlers and filters come back. The at-fork
+    hooks stay registered (``os.register_at_fork`` cannot unregister) and
+    do nothing. Calling it when not installed is harmless.
 
     .. versionadded:: 0.1.0
     """
     with _settings.install_lock:
+        was = _settings.current
         _settings.current = None
+        _forward.withdraw()
+        if _settings.undo:
+            _forward.restore(_settings.undo)
+            del _settings.undo[:]
+        if was is not None and was.child == "forward" and _server.current() is not None:
+            from forksafe_logging import _channel
+
+            _server.stop()
+            _channel.unpublish()
+            for handler in list(logging._handlerList):  # type: ignore[attr-defined]
+                h = handler()
+                if h is not None:
+                    try:
+                        h.flush()
+                    except Exception:
+                        pass
 
 
 def is_installed() -> bool:
@@ -81,11 +134,6 @@ def is_installed() -> bool:
 
 
 def _validate(child: object, config: object, fork_timeout: object) -> _settings.Settings:
-    if child == "forward":
-        raise ValueError(
-            "child='forward' needs the cross-process transport, which this version "
-            "does not have yet; use child='inherit' or child='reset'"
-        )
     if not isinstance(child, str) or child not in CHILD_MODES:
         raise ValueError(
             "child must be one of %s; got %r" % (", ".join(repr(m) for m in CHILD_MODES), child)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 #: A configuration for a child in ``"reset"`` mode: a ``dictConfig`` dict, or
 #: a callable that configures logging itself.
 ChildConfig = Union[Mapping[str, Any], Callable[[], object]]
 
-CHILD_MODES = ("inherit", "reset")
+CHILD_MODES = ("forward", "inherit", "reset")
 
 
 class Settings:
@@ -40,3 +40,7 @@ current: Optional[Settings] = None
 
 #: Serializes install()/uninstall(). Never taken by the at-fork hooks.
 install_lock = threading.Lock()
+
+#: What forwarding took from this process's loggers, for uninstall():
+#: ``(logger, handlers, filters)``.
+undo: List[Tuple[Any, List[Any], List[Any]]] = []

@@ -140,7 +140,3 @@ class TestInherit:
         facts = scenario.run(self.BODY, {"child": "inherit"}).facts
         assert facts == {"child": "ok", "lines": ["child", "parent"]}
 
-    def test_is_the_default(self, scenario: Scenario) -> None:
-        """install() with no arguments inherits."""
-        facts = scenario.run(self.BODY, {}).facts
-        assert facts == {"child": "ok", "lines": ["child", "parent"]}

@@ -1,0 +1,161 @@
+"""A process's own connection to the tree's listener, opened on first use.
+
+One connection per process, so no lock is shared between processes on the
+write path; a lock within the process keeps threads' frames whole. A record is
+in the kernel's socket buffer when its logging call returns, so a SIGKILL
+right after loses nothing. A forked child never writes on its parent's
+connection: it opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from typing import Callable, Optional, Tuple
+
+from forksafe_logging import _server
+
+#: Where descendants find the listener: ``"<top pid>:<key hex>:<socket path>"``.
+#: Set by the top process; spawn and forkserver children and subprocesses
+#: inherit it with the environment.
+ENV_VAR = "FORKSAFE_LOGGING_LISTENER"
+#: How long connecting (and answering the challenge) may take.
+CONNECT_TIMEOUT = 10.0
+
+
+def endpoint() -> Optional[Tuple[int, bytes, str]]:
+    """``(top pid, key, address)`` of the listener this process should use."""
+    server = _server._server
+    if server is not None:
+        return server.pid, server.key, server.address
+    value = os.environ.get(ENV_VAR)
+    if not value:
+        return None
+    try:
+        pid, key, address = value.split(":", 2)
+        return int(pid), bytes.fromhex(key), address
+    except ValueError:
+        return None
+
+
+def publish(server: _server.Server) -> None:
+    """Let descendants started from now on find ``server``."""
+    os.environ[ENV_VAR] = "%d:%s:%s" % (server.pid, server.key.hex(), server.address)
+
+
+def unpublish() -> None:
+    os.environ.pop(ENV_VAR, None)
+
+
+class ListenerGone(Exception):
+    """The listener cannot be reached: the top process has died or stopped it."""
+
+
+class Channel:
+    """The connection of this process; reopened after a fork."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.sock: Optional[socket.socket] = None
+        self.gone = False
+        self.warned = False
+        self.dropped = 0
+
+    def _connect(self) -> socket.socket:
+        where = endpoint()
+        if where is None:
+            raise ListenerGone("no listener: install() was not called in a parent process")
+        _, key, address = where
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(CONNECT_TIMEOUT)
+            sock.connect(address)
+            challenge = b""
+            while len(challenge) < _server.CHALLENGE_SIZE:
+                chunk = sock.recv(_server.CHALLENGE_SIZE - len(challenge))
+                if not chunk:
+                    raise ConnectionResetError("the listener closed the connection")
+                challenge += chunk
+            sock.sendall(_server.answer(key, challenge))
+            sock.settimeout(None)
+        except OSError as exc:
+            sock.close()
+            raise ListenerGone(str(exc)) from None
+        return sock
+
+    def send(self, frame: bytes, timeout: Optional[float]) -> bool:
+        """Send one frame; False if it was dropped after ``timeout`` seconds.
+
+        Raises :class:`ListenerGone` when the listener cannot be reached.
+        """
+        with self.lock:
+            if self.gone:
+                raise ListenerGone("the listener is gone")
+            sock = self.sock
+            if sock is None:
+                try:
+                    sock = self.sock = self._connect()
+                except ListenerGone:
+                    self.gone = True
+                    raise
+            sock.settimeout(timeout)
+            try:
+                sock.sendall(frame)
+                return True
+            except socket.timeout:
+                # Part of the frame may be out: this connection's stream is
+                # spoiled. The listener counts the half frame; we reconnect.
+                self.sock = None
+                sock.close()
+                self.dropped += 1
+                return False
+            except OSError as exc:
+                self.sock = None
+                sock.close()
+                self.gone = True
+                raise ListenerGone(str(exc)) from None
+
+
+_channel = Channel()
+
+
+def channel() -> Channel:
+    """This process's channel (a forked child gets a new one)."""
+    global _channel
+    ch = _channel
+    if ch.pid != os.getpid():
+        ch = _channel = Channel()
+    return ch
+
+
+def after_fork_in_child() -> None:
+    """The parent's connection and lock are not the child's: start afresh.
+
+    The inherited socket object is dropped without a word on it; its
+    descriptor copy closes when it is collected, which the parent never sees.
+    """
+    global _channel
+    _channel = Channel()
+
+
+def warn_once(ch: Channel, reason: str, write: Callable[[str], None]) -> None:
+    if not ch.warned:
+        ch.warned = True
+        write(
+            "forksafe_logging: the log listener of process tree cannot be reached (%s); "
+            "this process (pid %d) writes its records to stderr from now on\n"
+            % (reason, os.getpid())
+        )
+
+
+def stderr_write(text: str) -> None:
+    try:
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(text)
+            stream.flush()
+    except Exception:
+        pass

@@ -1,0 +1,96 @@
+"""``child="forward"``: a process of the tree sends its records to the top's listener.
+
+In such a process every logger loses its handlers and filters, and a single
+forwarder sits where a record's walk up the logger tree ends (the root, and
+every logger with ``propagate = False``). So each record is sent exactly
+once, and the top process dispatches it through its own logger tree, with
+the levels, filters, handlers and ``propagate`` configured there.
+
+Spawn and forkserver children find their way by themselves: ``install()``
+puts an :class:`_Attach` into ``multiprocessing``'s per-process config, which
+is pickled into every child it starts. Unpickling it in the child, which
+happens after the child has imported the parent's main module (and run any
+logging set-up at module level there), calls :func:`attach_spawned`.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing.process
+from typing import Any, Callable, Dict, List, Tuple
+
+#: The key in ``multiprocessing.current_process()._config``.
+CONFIG_KEY = "forksafe_logging"
+
+
+def _loggers() -> List[logging.Logger]:
+    loggers: List[logging.Logger] = [logging.root]
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            loggers.append(logger)
+    return loggers
+
+
+def forward_tree() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
+    """Replace this process's handlers and logger filters with forwarders.
+
+    Returns what was taken, so that ``uninstall()`` can put it back.
+    """
+    from forksafe_logging.handlers import tree_forwarder
+
+    forwarder = tree_forwarder()
+    taken = []
+    for logger in _loggers():
+        taken.append((logger, logger.handlers[:], logger.filters[:]))
+        del logger.handlers[:]
+        del logger.filters[:]
+        if logger is logging.root or not logger.propagate:
+            logger.handlers.append(forwarder)
+    return taken
+
+
+def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:
+    """Undo :func:`forward_tree`."""
+    for logger, handlers, filters in taken:
+        logger.handlers[:] = handlers
+        logger.filters[:] = filters
+
+
+def levels() -> Tuple[Dict[str, int], int]:
+    """The levels set in this process's logger tree, and ``logging.disable``'s level."""
+    found = {logger.name: logger.level for logger in _loggers() if logger.level != logging.NOTSET}
+    found[""] = logging.root.level
+    return found, logging.Logger.manager.disable
+
+
+def apply_levels(found: Dict[str, int], disable: int) -> None:
+    for name, level in found.items():
+        (logging.getLogger(name) if name else logging.root).setLevel(level)
+    logging.disable(disable)
+
+
+class _Attach:
+    """Pickled into spawn/forkserver children; unpickled, it attaches them."""
+
+    def __reduce__(self) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
+        # Runs in the parent as the child starts: the levels are those of now.
+        found, disable = levels()
+        return attach_spawned, (found, disable)
+
+
+def attach_spawned(found: Dict[str, int], disable: int) -> _Attach:
+    """In a spawned child: take the parent's levels and forward every record."""
+    from forksafe_logging import _install
+
+    apply_levels(found, disable)
+    _install.install_as_descendant()
+    return _Attach()
+
+
+def advertise() -> None:
+    """Make children that ``multiprocessing`` starts from now on attach themselves."""
+    multiprocessing.process.current_process()._config[CONFIG_KEY] = _Attach()  # type: ignore[attr-defined]
+
+
+def withdraw() -> None:
+    multiprocessing.process.current_process()._config.pop(CONFIG_KEY, None)  # type: ignore[attr-defined]

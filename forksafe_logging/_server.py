@@ -1,0 +1,360 @@
+"""The process tree's listener: one thread in the top process that reads every channel.
+
+Each process of the tree opens its own connection to a Unix socket in a
+directory only this user can read. A connection must first answer a random
+challenge with an HMAC of the tree's secret key; then it carries frames
+(:mod:`forksafe_logging._wire`). One thread multiplexes all connections with
+a selector, decodes each frame into a ``LogRecord`` and dispatches it in this
+process: through the logger tree (route ``""``) or to a
+:class:`~forksafe_logging.QueueHandler`'s handlers (its route name).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import hmac
+import logging
+import os
+import selectors
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from typing import Any, Callable, Dict, List, Optional
+
+from forksafe_logging import _wire
+
+CHALLENGE_SIZE = 32
+#: At exit, how long the listener still waits for records that are half-sent.
+SHUTDOWN_TIMEOUT = 2.0
+_RECV_SIZE = 1 << 18
+
+
+def answer(key: bytes, challenge: bytes) -> bytes:
+    """The response that proves knowledge of ``key``."""
+    return hmac.new(key, challenge, hashlib.sha256).digest()
+
+
+class _Connection:
+    __slots__ = ("authenticated", "buffer", "challenge", "sock")
+
+    def __init__(self, sock: socket.socket, challenge: bytes) -> None:
+        self.sock = sock
+        self.challenge = challenge
+        self.authenticated = False
+        self.buffer = bytearray()
+
+
+class Server:
+    """The listening socket, its thread, and the routes records are dispatched to."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.key = os.urandom(32)
+        self.directory = tempfile.mkdtemp(prefix="forksafe-logging-")  # mode 0700
+        self.address = os.path.join(self.directory, "listener.sock")
+        self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listening.bind(self.address)
+        self._listening.listen(128)
+        self._listening.setblocking(False)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listening, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._connections: Dict[int, _Connection] = {}
+        self._requests: List[Callable[[], None]] = []
+        self._stopping = False
+        self._loggers: Dict[str, logging.Logger] = {}
+        #: Handlers (forksafe QueueHandlers) that receive records sent on their route.
+        self.route_owners: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._routes: Dict[str, Callable[[logging.LogRecord], None]] = {}
+        self.stats = {
+            "records": 0,
+            "connections": 0,
+            "auth_failures": 0,
+            "garbage": 0,
+            "truncated": 0,
+            "dispatch_errors": 0,
+        }
+        self.thread = threading.Thread(
+            target=self._run, name="forksafe_logging listener", daemon=True
+        )
+        self.thread.start()
+
+    # -- the listener thread -------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            for key, _ in self._selector.select():
+                if key.fileobj is self._listening:
+                    self._accept()
+                elif key.fileobj == self._wake_r:
+                    self._serve_requests()
+                else:
+                    self._read(key.data)
+            if self._stopping:
+                return
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            challenge = os.urandom(CHALLENGE_SIZE)
+            try:
+                sock.setblocking(False)
+                sock.send(challenge)  # fits: a fresh socket's buffer is empty
+            except OSError:
+                sock.close()
+                continue
+            conn = _Connection(sock, challenge)
+            self._connections[sock.fileno()] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self.stats["connections"] += 1
+
+    def _close(self, conn: _Connection) -> None:
+        self._connections.pop(conn.sock.fileno(), None)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+    def _read(self, conn: _Connection, until_empty: bool = False) -> None:
+        while True:
+            try:
+                data = conn.sock.recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                if conn.buffer:
+                    # The sender died, or gave up, in the middle of a frame.
+                    self.stats["truncated"] += 1
+                self._close(conn)
+                return
+            conn.buffer += data
+            if not self._parse(conn):
+                self._close(conn)
+                return
+            if not until_empty:
+                return
+
+    def _parse(self, conn: _Connection) -> bool:
+        """Handle every whole frame in ``conn.buffer``; False to drop the connection."""
+        buf = conn.buffer
+        pos = 0
+        if not conn.authenticated:
+            if len(buf) < CHALLENGE_SIZE:
+                return True
+            if not hmac.compare_digest(
+                bytes(buf[:CHALLENGE_SIZE]), answer(self.key, conn.challenge)
+            ):
+                self.stats["auth_failures"] += 1
+                return False
+            conn.authenticated = True
+            pos = CHALLENGE_SIZE
+        header = _wire.HEADER
+        size = len(buf)
+        view = memoryview(buf)
+        try:
+            while size - pos >= 4:
+                (length,) = header.unpack_from(buf, pos)
+                if length > _wire.MAX_FRAME:
+                    self.stats["garbage"] += 1
+                    return False
+                end = pos + 4 + length
+                if end > size:
+                    break
+                try:
+                    route, record = _wire.decode(view[pos + 4 : end].tobytes())
+                except _wire.Garbage:
+                    self.stats["garbage"] += 1
+                    return False
+                pos = end
+                self._dispatch(route, record)
+        finally:
+            view.release()
+        if pos:
+            del buf[:pos]
+        return True
+
+    def _dispatch(self, route: str, record: logging.LogRecord) -> None:
+        self.stats["records"] += 1
+        try:
+            if route:
+                target = self._routes.get(route)
+                if target is None:
+                    target = self._find_route(route)
+                if target is not None:
+                    target(record)
+                    return
+            logger = self._loggers.get(record.name)
+            if logger is None:
+                logger = self._loggers[record.name] = logging.getLogger(record.name)
+            # The caller's level check happened in the child with the child's
+            # copy of the levels; this one applies the levels configured here.
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+        except Exception as exc:
+            self.stats["dispatch_errors"] += 1
+            _warn("a record could not be dispatched: %r" % (exc,))
+
+    def _find_route(self, route: str) -> Optional[Callable[[logging.LogRecord], None]]:
+        for owner in list(self.route_owners):
+            if owner.route == route:
+                self._routes[route] = owner.dispatch
+                return owner.dispatch  # type: ignore[no-any-return]
+        return None
+
+    def _serve_requests(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        requests, self._requests = self._requests, []
+        for request in requests:
+            request()
+
+    def _drain(self) -> None:
+        """Read every connection until it has nothing more to give right now."""
+        for conn in list(self._connections.values()):
+            self._read(conn, until_empty=True)
+
+    # -- called from other threads -------------------------------------------
+
+    def _call(self, request: Callable[[], None], timeout: Optional[float]) -> bool:
+        if threading.current_thread() is self.thread:
+            request()
+            return True
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                request()
+            finally:
+                done.set()
+
+        self._requests.append(run)
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            return False
+        return done.wait(timeout)
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Handle every record that has reached the listener's sockets."""
+        if not self.thread.is_alive():
+            return False
+        return self._call(self._drain, timeout)
+
+    def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Handle what was sent, wait up to ``timeout`` for half-sent records, then close."""
+        if self.pid != os.getpid() or not self.thread.is_alive():
+            return
+        deadline = time.monotonic() + timeout
+
+        def finish() -> None:
+            self._selector.unregister(self._listening)
+            self._drain()
+            # Half-sent frames: their senders are mid-sendall. Wait a bounded time.
+            while any(c.buffer for c in self._connections.values()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                for key, _ in self._selector.select(min(remaining, 0.05)):
+                    if isinstance(key.data, _Connection):
+                        self._read(key.data, until_empty=True)
+            self._stopping = True
+
+        self._call(finish, timeout + 5)
+        self.thread.join(timeout + 5)
+        self._release_resources()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _release_resources(self) -> None:
+        for conn in list(self._connections.values()):
+            conn.sock.close()
+        self._connections.clear()
+        self._listening.close()
+        self._selector.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def close_in_child(self) -> None:
+        """In a forked child: close the copies of the listener's descriptors.
+
+        Closing a copy shuts nothing down for the parent. It matters: a child
+        that kept the listening socket open would keep accepting connections
+        into a backlog nobody reads once the top process has died.
+        """
+        self._release_resources()
+
+
+def _warn(message: str) -> None:
+    try:
+        sys.stderr.write("forksafe_logging: %s\n" % message)
+    except Exception:
+        pass
+
+
+_server: Optional[Server] = None
+_server_lock = threading.Lock()
+
+
+def current() -> Optional[Server]:
+    """The listener this process runs, if it is the top of a tree."""
+    server = _server
+    if server is not None and server.pid == os.getpid():
+        return server
+    return None
+
+
+def ensure_started() -> Server:
+    """The running listener of this process, started if needed."""
+    global _server
+    with _server_lock:
+        server = current()
+        if server is None or not server.thread.is_alive():
+            server = _server = Server()
+            atexit.register(_stop_at_exit, server)
+        return server
+
+
+def stop(timeout: float = SHUTDOWN_TIMEOUT) -> None:
+    """Stop this process's listener, if it runs one."""
+    global _server
+    with _server_lock:
+        server = current()
+        _server = None
+    if server is not None:
+        server.stop(timeout)
+
+
+def _stop_at_exit(server: Server) -> None:
+    # Registered after logging's own atexit hook, so it runs before it: the
+    # records are handled first, then logging.shutdown() flushes and closes.
+    server.stop(SHUTDOWN_TIMEOUT)
+
+
+def after_fork_in_child() -> None:
+    """Forget the parent's listener (closing only the child's copies)."""
+    global _server, _server_lock
+    _server_lock = threading.Lock()
+    server = _server
+    _server = None
+    if server is not None:
+        server.close_in_child()
