@@ -389,9 +389,16 @@ class TestChildHookAlone:
         holders = [Holder(q.mutex), Holder(own.lock)]
         # As uWSGI does: fork() from C, then only PyOS_AfterFork_Child(), so no
         # before/after_in_parent hook runs. PyDLL keeps the GIL across the call.
+        # The import lock is held across fork() as PyOS_BeforeFork() would
+        # (3.13's PyOS_AfterFork_Child() releases it and aborts if unheld);
+        # taking it runs no at-fork hook.
+        import _imp
         libc = ctypes.PyDLL(None)
         r, w = os.pipe()
+        _imp.acquire_lock()
         pid = libc.fork()
+        if pid != 0:
+            _imp.release_lock()
         if pid == 0:
             ctypes.pythonapi.PyOS_AfterFork_Child()
             try:
@@ -461,8 +468,8 @@ class TestUninstall:
             TestQueueLockHeldAtFork.BODY,
             "import forksafe_logging",
             "forksafe_logging.uninstall()",
-            "forksafe_logging.install()",
-            "forksafe_logging.install()",
+            "forksafe_logging.install(child='inherit')",
+            "forksafe_logging.install(child='inherit')",
         )
         assert scenario.run(body, WITH, args=["os.fork"]).facts["child"] == "ok"
 
