@@ -77,7 +77,8 @@ class TestMisuse:
     @pytest.mark.parametrize("child", ["fowrard", "", "INHERIT", None, 3])
     def test_unknown_mode(self, child: Any) -> None:
         """An unknown child mode fails at install(), naming the valid ones."""
-        with pytest.raises(ValueError, match="child must be one of 'forward', 'inherit', 'reset'; got"):
+        expected = "child must be one of 'forward', 'inherit', 'reset'; got"
+        with pytest.raises(ValueError, match=expected):
             forksafe_logging.install(child=child)
         assert not forksafe_logging.is_installed()
 
