@@ -10,9 +10,11 @@ connection: it opens its own.
 from __future__ import annotations
 
 import os
+import select
 import socket
 import sys
 import threading
+import time
 from typing import Callable, Optional, Tuple
 
 from forksafe_logging import _server
@@ -21,8 +23,6 @@ from forksafe_logging import _server
 #: Set by the top process; spawn and forkserver children and subprocesses
 #: inherit it with the environment.
 ENV_VAR = "FORKSAFE_LOGGING_LISTENER"
-#: How long connecting (and answering the challenge) may take.
-CONNECT_TIMEOUT = 10.0
 
 
 def endpoint() -> Optional[Tuple[int, bytes, str]]:
@@ -64,14 +64,16 @@ class Channel:
         self.warned = False
         self.dropped = 0
 
-    def _connect(self) -> socket.socket:
+    def _connect(self, timeout: Optional[float]) -> socket.socket:
         where = endpoint()
         if where is None:
             raise ListenerGone("no listener: install() was not called in a parent process")
         _, key, address = where
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(CONNECT_TIMEOUT)
+            # A busy listener accepts late: that is a slow listener, not a
+            # dead one, so the wait is the caller's timeout (None: wait).
+            sock.settimeout(timeout)
             sock.connect(address)
             challenge = b""
             while len(challenge) < _server.CHALLENGE_SIZE:
@@ -80,10 +82,9 @@ class Channel:
                     raise ConnectionResetError("the listener closed the connection")
                 challenge += chunk
             sock.sendall(_server.answer(key, challenge))
-            sock.settimeout(None)
-        except OSError as exc:
+        except BaseException:
             sock.close()
-            raise ListenerGone(str(exc)) from None
+            raise
         return sock
 
     def send(self, frame: bytes, timeout: Optional[float]) -> bool:
@@ -94,29 +95,38 @@ class Channel:
         with self.lock:
             if self.gone:
                 raise ListenerGone("the listener is gone")
-            sock = self.sock
-            if sock is None:
-                try:
-                    sock = self.sock = self._connect()
-                except ListenerGone:
-                    self.gone = True
-                    raise
-            sock.settimeout(timeout)
+            deadline = None if timeout is None else time.monotonic() + timeout
             try:
+                sock = self.sock
+                if sock is None:
+                    sock = self.sock = self._connect(timeout)
+                if deadline is not None:
+                    # Drop a record before any byte of it is out, while we can:
+                    # the connection stays usable for the next one.
+                    remaining = max(0.0, deadline - time.monotonic())
+                    if not select.select([], [sock], [], remaining)[1]:
+                        self.dropped += 1
+                        return False
+                    sock.settimeout(max(0.0, deadline - time.monotonic()))
+                else:
+                    sock.settimeout(None)
                 sock.sendall(frame)
                 return True
             except socket.timeout:
                 # Part of the frame may be out: this connection's stream is
-                # spoiled. The listener counts the half frame; we reconnect.
-                self.sock = None
-                sock.close()
+                # spoiled. The listener counts the half frame; reconnect later.
+                self._discard()
                 self.dropped += 1
                 return False
             except OSError as exc:
-                self.sock = None
-                sock.close()
+                self._discard()
                 self.gone = True
                 raise ListenerGone(str(exc)) from None
+
+    def _discard(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
 
 
 _channel = Channel()

@@ -172,6 +172,8 @@ def tree_forwarder() -> QueueHandler:
     handler.respect_handler_level = True
     handler.dropped = 0
     handler._tree = True
+    # Used only when the listener is gone and records go to stderr instead.
+    handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
     return handler
 
 

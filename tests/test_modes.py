@@ -139,4 +139,3 @@ class TestInherit:
         """In inherit mode the child writes through the handlers it inherited."""
         facts = scenario.run(self.BODY, {"child": "inherit"}).facts
         assert facts == {"child": "ok", "lines": ["child", "parent"]}
-

@@ -1,0 +1,627 @@
+"""The process tree's listener: each guarantee of the transport, under each start method."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from conftest import Scenario
+
+pytestmark = pytest.mark.timeout(180)
+
+START_METHODS = pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+
+#: Common top of the scenarios below: a file handler in the top process, install().
+PRELUDE = """
+import collections, json, logging, multiprocessing, os, signal, sys
+import forksafe_logging
+from scenario_lib import report
+
+def configure():
+    logging.basicConfig(filename="out.log", level=logging.INFO,
+                        format="%(processName)s|%(name)s|%(message)s")
+    forksafe_logging.install()
+
+def lines():
+    forksafe_logging.flush(30)
+    with open("out.log", encoding="utf-8", errors="surrogateescape") as f:
+        return f.read().splitlines()
+"""
+
+
+class TestExactlyOnceInOrder:
+    BODY = (
+        PRELUDE
+        + """
+def work(n):
+    log = logging.getLogger("worker")
+    for i in range(10000):
+        log.info("%d %d", n, i)
+
+if __name__ == "__main__":
+    configure()
+    ctx = multiprocessing.get_context(sys.argv[2])
+    procs = [ctx.Process(target=work, args=(n,)) for n in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    seen = collections.defaultdict(list)
+    for line in lines():
+        _, name, message = line.split("|")
+        n, i = map(int, message.split())
+        seen[n].append(i)
+    report(exitcodes=[p.exitcode for p in procs],
+           in_order=[seen[n] == list(range(10000)) for n in range(8)],
+           counts=[len(seen[n]) for n in range(8)])
+"""
+    )
+
+    @START_METHODS
+    def test_8_processes_10000_records(self, scenario: Scenario, method: str) -> None:
+        """8 processes x 10,000 records: each handled once, in each process's order."""
+        facts = scenario.run(self.BODY, None, args=[method], timeout=170).facts
+        print("records per process:", facts["counts"])
+        assert facts["exitcodes"] == [0] * 8
+        assert facts["counts"] == [10000] * 8
+        assert facts["in_order"] == [True] * 8
+
+
+class TestKill:
+    BODY = (
+        PRELUDE
+        + """
+def work():
+    log = logging.getLogger("victim")
+    for i in range(2000):
+        log.info("record %d", i)
+    # Killed right after the last logging call returned.
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if __name__ == "__main__":
+    configure()
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=work)
+    p.start()
+    p.join(60)
+    got = [line.split("|")[2] for line in lines()]
+    expected = ["record %d" % i for i in range(2000)]
+    report(exitcode=p.exitcode, got=len(got), complete=got == expected)
+"""
+    )
+
+    @START_METHODS
+    def test_nothing_lost_to_sigkill(self, scenario: Scenario, method: str) -> None:
+        """Every record whose call returned arrives, though the process was SIGKILLed."""
+        facts = scenario.run(self.BODY, None, args=[method]).facts
+        assert facts == {"exitcode": -9, "got": 2000, "complete": True}
+
+    KILLED_MID_SEND = (
+        PRELUDE
+        + """
+import random, time
+
+def big():
+    log = logging.getLogger("big")
+    while True:
+        log.info("x" * (8 << 20))
+
+def steady(n):
+    for i in range(3000):
+        logging.getLogger("steady").info("%d %d", n, i)
+
+if __name__ == "__main__":
+    configure()
+    ctx = multiprocessing.get_context(sys.argv[2])
+    rng = random.Random(int(sys.argv[3]))
+    others = [ctx.Process(target=steady, args=(n,)) for n in range(3)]
+    for p in others:
+        p.start()
+    victims = []
+    for _ in range(3):
+        v = ctx.Process(target=big)
+        v.start()
+        victims.append(v)
+        # A random point of its life, most likely in the middle of an 8 MB send.
+        time.sleep(rng.uniform(0.05, 0.5))
+        v.kill()
+        v.join(30)
+    for p in others:
+        p.join(120)
+    # The listener still serves: a process started now gets through.
+    late = ctx.Process(target=steady, args=(9,))
+    late.start()
+    late.join(60)
+    counts = collections.Counter(line.split("|")[2].split()[0] for line in lines()
+                                 if line.split("|")[1] == "steady")
+    stats = forksafe_logging.QueueListener().stats()
+    report(counts=counts, exitcodes=[p.exitcode for p in others + [late]],
+           truncated=stats["truncated"], garbage=stats["garbage"])
+"""
+    )
+
+    @START_METHODS
+    @pytest.mark.parametrize("seed", [1, 2])
+    def test_killed_sender_harms_nobody(self, scenario: Scenario, method: str, seed: int) -> None:
+        """Senders SIGKILLed mid-record: the others' records all arrive, the listener goes on."""
+        facts = scenario.run(self.KILLED_MID_SEND, None, args=[method, str(seed)]).facts
+        assert facts["exitcodes"] == [0, 0, 0, 0]
+        assert facts["counts"] == {"0": 3000, "1": 3000, "2": 3000, "9": 3000}
+        assert facts["garbage"] == 0
+        print("half-sent records dropped:", facts["truncated"])
+
+
+class TestAnyRecord:
+    BODY = (
+        PRELUDE
+        + """
+import threading
+
+received = []
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        received.append(record)
+
+class Unpicklable(Exception):
+    def __init__(self):
+        super().__init__("cannot pickle me")
+        self.lock = threading.Lock()
+
+def work():
+    log = logging.getLogger("odd name/ü\\n.x")
+    lock = threading.Lock()
+    log.info("args %s %r", lock, lambda: 1)
+    try:
+        raise Unpicklable()
+    except Unpicklable:
+        log.exception("failed")
+    log.info("big %s", "y" * (10 << 20))
+    log.info("surrogate \\udc80 and bytes %s", b"\\xff\\xfe")
+    log.info("extras", extra={"plain": {"a": [1, 2.5, None, True, "s"]}, "obj": lock,
+                               "aset": {1}, "num": 7})
+    log.info("broken %d", "not a number")
+
+if __name__ == "__main__":
+    configure()
+    logging.getLogger().addHandler(Keep())
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=work)
+    p.start()
+    p.join(60)
+    forksafe_logging.flush(30)
+    out = []
+    for r in received:
+        out.append({"name": r.name, "message": r.getMessage()[:200], "length": len(r.getMessage()),
+                    "exc_text": r.exc_text, "plain": getattr(r, "plain", None),
+                    "obj": getattr(r, "obj", None), "aset": getattr(r, "aset", None),
+                    "num": getattr(r, "num", None)})
+    report(exitcode=p.exitcode, records=out)
+"""
+    )
+
+    @START_METHODS
+    def test_odd_records_arrive(self, scenario: Scenario, method: str) -> None:
+        """Unpicklable args and exceptions, 10 MB, surrogates, odd extras and names arrive."""
+        facts = scenario.run(self.BODY, None, args=[method]).facts
+        assert facts["exitcode"] == 0
+        records = facts["records"]
+        assert len(records) == 6
+        assert {r["name"] for r in records} == {"odd name/ü\n.x"}
+        args, exc, big, surrogate, extras, broken = records
+        assert args["message"].startswith("args <unlocked _thread.lock object")
+        assert "<function work.<locals>.<lambda>" in args["message"]
+        assert exc["message"] == "failed"
+        assert "Unpicklable: cannot pickle me" in exc["exc_text"]
+        assert exc["exc_text"].startswith("Traceback (most recent call last)")
+        assert big["length"] == len("big ") + (10 << 20)
+        assert surrogate["message"] == "surrogate \udc80 and bytes b'\\xff\\xfe'"
+        assert extras["plain"] == {"a": [1, 2.5, None, True, "s"]}
+        assert extras["num"] == 7
+        assert extras["obj"].startswith("<unlocked _thread.lock object")
+        assert extras["aset"] == "{1}"
+        assert "message could not be formatted" in broken["message"]
+
+
+class TestChannelSecurity:
+    BODY = (
+        PRELUDE
+        + """
+import pickle, socket, stat, struct
+
+def attempt(payload_after_auth=None, key=None):
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(listener.address)
+    challenge = b""
+    while len(challenge) < 32:
+        challenge += sock.recv(32 - len(challenge))
+    from forksafe_logging import _server
+    sock.sendall(_server.answer(key or secret, challenge))
+    if payload_after_auth is not None:
+        sock.sendall(payload_after_auth)
+    # The listener closes a connection it drops: recv returns b"".
+    sock.settimeout(10)
+    closed = sock.recv(1) == b""
+    sock.close()
+    return closed
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+def child_logs():
+    logging.getLogger("good").info("still served")
+
+if __name__ == "__main__":
+    configure()
+    listener = forksafe_logging.QueueListener()
+    secret = bytes.fromhex(os.environ["FORKSAFE_LOGGING_LISTENER"].split(":")[1])
+    mode = stat.S_IMODE(os.stat(os.path.dirname(listener.address)).st_mode)
+    results = {
+        "wrong key": attempt(key=b"k" * 32),
+        "garbage": attempt(b"\\x00\\x00\\x00\\x05hello"),
+        "pickle": attempt(struct.pack(">I", 40) + pickle.dumps(Evil()).ljust(40, b".")),
+        "huge length": attempt(b"\\xff\\xff\\xff\\xff"),
+    }
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=child_logs, name="child")
+    p.start()
+    p.join(60)
+    got = lines()
+    report(results=results, mode=oct(mode), stats=listener.stats(),
+           pwned=os.path.exists("pwned"), got=got)
+"""
+    )
+
+    @START_METHODS
+    def test_rejects_strangers_and_garbage(self, scenario: Scenario, method: str) -> None:
+        """Wrong key, garbage and pickles are dropped and counted; nothing runs; others go on."""
+        facts = scenario.run(self.BODY, None, args=[method]).facts
+        assert facts["mode"] == "0o700"
+        assert facts["results"] == {
+            "wrong key": True,
+            "garbage": True,
+            "pickle": True,
+            "huge length": True,
+        }
+        assert facts["stats"]["auth_failures"] == 1
+        assert facts["stats"]["garbage"] == 3
+        assert facts["pwned"] is False
+        assert facts["got"] == ["child|good|still served"]
+
+
+class TestBackpressure:
+    BODY = (
+        PRELUDE
+        + """
+import threading
+COUNT = 600
+gate = threading.Event()
+entered = threading.Event()
+
+class Slow(logging.Handler):
+    def emit(self, record):
+        entered.set()
+        gate.wait(60)
+
+def work(timeout):
+    handler = forksafe_logging.QueueHandler(timeout=timeout) if timeout else None
+    log = logging.getLogger("flood")
+    if handler is not None:
+        log.handlers[:] = [handler]
+        log.propagate = False
+    import time
+    started = time.monotonic()
+    for i in range(COUNT):
+        log.info("%d %s", i, "z" * 1000)
+    with open("child.json", "w") as f:
+        json.dump({"dropped": handler.dropped if handler else 0,
+                   "seconds": time.monotonic() - started}, f)
+
+if __name__ == "__main__":
+    configure()
+    logging.getLogger().addHandler(Slow())
+    timeout = float(sys.argv[3])
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=work, args=(timeout,))
+    p.start()
+    if timeout:
+        p.join(60)  # with a timeout, the child finishes on its own
+    else:
+        p.join(2)   # without one it waits for the listener: still running here
+    waited = p.is_alive()
+    gate.set()
+    p.join(60)
+    with open("child.json") as f:
+        child = json.load(f)
+    report(exitcode=p.exitcode, waited=waited, dropped=child["dropped"],
+           arrived=sum(1 for line in lines() if "|flood|" in line))
+"""
+    )
+
+    @START_METHODS
+    def test_waits_by_default(self, scenario: Scenario, method: str) -> None:
+        """A listener that falls behind makes logging calls wait; nothing is dropped."""
+        facts = scenario.run(self.BODY, None, args=[method, "0"]).facts
+        assert facts == {"exitcode": 0, "waited": True, "dropped": 0, "arrived": 600}
+
+    @START_METHODS
+    def test_timeout_drops_and_counts(self, scenario: Scenario, method: str) -> None:
+        """With a timeout, calls give up and count what they dropped; the rest arrives."""
+        facts = scenario.run(self.BODY, None, args=[method, "0.01"]).facts
+        assert facts["exitcode"] == 0
+        assert facts["waited"] is False
+        assert facts["dropped"] > 0
+        assert facts["arrived"] + facts["dropped"] >= 599  # one may be half-sent
+        assert facts["arrived"] + facts["dropped"] <= 600
+
+
+class TestListenerGone:
+    BODY = """
+        import json, logging, os, select, signal, sys
+        import forksafe_logging
+        r, w = os.pipe()          # the grandchild learns that the top died: EOF on r
+        done_r, done_w = os.pipe()  # the driver learns that the grandchild is done
+        top = os.fork()
+        if top == 0:
+            os.close(done_r)
+            logging.basicConfig(filename="out.log", level=logging.INFO)
+            forksafe_logging.install()
+            logged_r, logged_w = os.pipe()
+            if os.fork() == 0:
+                os.close(w)
+                logging.info("before the top died")
+                os.write(logged_w, b"x")  # the call returned: the record is on its way
+                os.read(r, 1)  # returns b"" once the top is dead
+                err = os.open("child.err", os.O_WRONLY | os.O_CREAT)
+                os.dup2(err, 2)
+                for i in range(3):
+                    logging.warning("after %d", i)
+                os.write(done_w, b"x")
+                os._exit(0)
+            os.read(logged_r, 1)
+            forksafe_logging.flush(10)
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.close(w)
+        os.close(done_w)
+        os.waitpid(top, 0)
+        ready, _, _ = select.select([done_r], [], [], 30)
+        with open("child.err") as f, open("out.log") as g:
+            err = f.read()
+            before = g.read()
+        print(json.dumps({"done": bool(ready), "err": err, "before": before}))
+    """
+
+    def test_falls_back_to_stderr(self, scenario: Scenario) -> None:
+        """With the top process dead, a child's logging calls write to stderr after one warning."""
+        facts = scenario.run(self.BODY, None).facts
+        assert facts["done"] is True
+        assert facts["before"] == "INFO:root:before the top died\n"
+        err = facts["err"].splitlines()
+        assert len(err) == 4
+        assert err[0].startswith("forksafe_logging: the log listener")
+        assert err[1:] == ["WARNING:root:after 0", "WARNING:root:after 1", "WARNING:root:after 2"]
+
+
+class TestShutdown:
+    BODY = (
+        PRELUDE
+        + """
+import socket, time
+
+def work():
+    for i in range(5000):
+        logging.getLogger("w").info("%d", i)
+
+if __name__ == "__main__":
+    configure()
+    listener = forksafe_logging.QueueListener()
+    # A misbehaving process: authenticated, then half a frame, then silence.
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.connect(listener.address)
+    challenge = stuck.recv(32)
+    from forksafe_logging import _server
+    stuck.sendall(_server.answer(listener._server.key, challenge) + b"\\x00\\x00\\x10\\x00abc")
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=work)
+    p.start()
+    p.join(60)
+    if sys.argv[3] == "uninstall":
+        forksafe_logging.uninstall()
+    started = time.monotonic()
+    # No flush: exit (or uninstall) must handle what was sent.
+    print(json.dumps({"exit_started": started}), flush=True)
+"""
+    )
+
+    @START_METHODS
+    @pytest.mark.parametrize("how", ["exit", "uninstall"])
+    def test_everything_sent_is_handled(self, scenario: Scenario, method: str, how: str) -> None:
+        """At exit or uninstall(), sent records are written; a stuck peer delays it boundedly."""
+        import time
+
+        started = time.monotonic()
+        outcome = scenario.run(self.BODY, None, args=[method, how])
+        assert outcome.returncode == 0, outcome.stderr
+        elapsed = time.monotonic() - started
+        lines = (scenario.tmp_path / "out.log").read_text().splitlines()
+        assert [line.split("|")[2] for line in lines] == [str(i) for i in range(5000)]
+        # SHUTDOWN_TIMEOUT is 2 s; generous margin for a loaded machine.
+        assert elapsed < 60
+
+
+class TestNoDoubleWrites:
+    SPAWN_MODULE_CONFIG = """
+import logging, multiprocessing, sys
+import forksafe_logging
+# Runs again in every spawn child: it re-imports this module.
+logging.basicConfig(filename="out.log", level=logging.INFO, format="%(processName)s %(message)s")
+
+def work():
+    logging.info("from the child")
+
+if __name__ == "__main__":
+    forksafe_logging.install()
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=work, name="child")
+    p.start()
+    p.join(60)
+    logging.info("from the top")
+    forksafe_logging.flush(10)
+    with open("out.log") as f:
+        print(__import__("json").dumps({"lines": f.read().splitlines()}))
+"""
+
+    @START_METHODS
+    def test_module_level_config_in_child(self, scenario: Scenario, method: str) -> None:
+        """A child re-running module-level basicConfig writes each record once, via the top."""
+        facts = scenario.run(self.SPAWN_MODULE_CONFIG, None, args=[method]).facts
+        assert sorted(facts["lines"]) == ["MainProcess from the top", "child from the child"]
+
+
+class TestStructure:
+    BODY = (
+        PRELUDE
+        + """
+class Json(logging.Formatter):
+    def format(self, record):
+        exc = self.formatException(record.exc_info) if record.exc_info else record.exc_text
+        return json.dumps({"msg": record.getMessage(), "user": getattr(record, "user", None),
+                           "ids": getattr(record, "ids", None), "exc": exc})
+
+def work():
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        logging.getLogger("s").error("boom", exc_info=True, extra={"user": "ann", "ids": [1, 2]})
+
+if __name__ == "__main__":
+    configure()
+    handler = logging.FileHandler("json.log")
+    handler.setFormatter(Json())
+    logging.getLogger().addHandler(handler)
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=work)
+    p.start()
+    p.join(60)
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        logging.getLogger("s").error("top", exc_info=True)
+    forksafe_logging.flush(10)
+    with open("json.log") as f:
+        report(records=[json.loads(line) for line in f.read().split("\\n") if line.startswith("{")])
+"""
+    )
+
+    @START_METHODS
+    def test_json_formatter_sees_fields(self, scenario: Scenario, method: str) -> None:
+        """Plain extras arrive as the same values, the traceback as text, for the formatter."""
+        records = scenario.run(self.BODY, None, args=[method]).facts["records"]
+        by_msg = {r["msg"]: r for r in records}
+        assert by_msg["boom"]["user"] == "ann"
+        assert by_msg["boom"]["ids"] == [1, 2]
+        assert "ZeroDivisionError: division by zero" in by_msg["boom"]["exc"]
+        # The top's own records keep exc_info itself.
+        assert "ZeroDivisionError" in by_msg["top"]["exc"]
+
+
+class TestQuietFork:
+    BODY = (
+        PRELUDE
+        + """
+import threading, warnings
+
+if __name__ == "__main__":
+    warnings.simplefilter("error", DeprecationWarning)
+    configure()
+    pid = os.fork()  # our listener thread runs: it must not make this warn
+    if pid == 0:
+        logging.info("child")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    # Somebody else's thread: then the warning is theirs, and it stays.
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    warned = False
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    except DeprecationWarning:
+        warned = True
+    stop.set()
+    t.join()
+    report(lines=lines(), warned=warned)
+"""
+    )
+
+    def test_our_thread_causes_no_warning(self, scenario: Scenario) -> None:
+        """3.12+: the listener thread is not why fork() warns; a user's thread still is."""
+        facts = scenario.run(self.BODY, None).facts
+        assert facts["lines"] == ["MainProcess|root|child"]
+        assert facts["warned"] is (sys.version_info >= (3, 12))
+
+
+class TestDictConfig:
+    BODY = (
+        PRELUDE
+        + """
+import logging.config
+
+CONFIG = {
+    "version": 1,
+    "formatters": {"plain": {"format": "%(processName)s %(message)s"}},
+    "handlers": {
+        "file": {"class": "logging.FileHandler", "filename": "out.log", "formatter": "plain"},
+        "other": {"class": "logging.FileHandler", "filename": "other.log", "formatter": "plain"},
+        "aqueue": {"class": "forksafe_logging.QueueHandler", "handlers": ["file", "other"]},
+    },
+    "root": {"handlers": ["aqueue"], "level": "INFO"},
+}
+logging.config.dictConfig(CONFIG)
+
+def work():
+    logging.info("from the child")
+
+if __name__ == "__main__":
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=work, name="child")
+    p.start()
+    p.join(60)
+    logging.info("from the top")
+    forksafe_logging.flush(10)
+    with open("out.log") as f, open("other.log") as g:
+        report(file=sorted(f.read().splitlines()), other=sorted(g.read().splitlines()))
+"""
+    )
+
+    @START_METHODS
+    def test_queue_handler_in_dict_config(self, scenario: Scenario, method: str) -> None:
+        """dictConfig's {"class": "forksafe_logging.QueueHandler", "handlers": [...]} works."""
+        facts = scenario.run(self.BODY, None, args=[method]).facts
+        expected = ["MainProcess from the top", "child from the child"]
+        assert facts == {"file": expected, "other": expected}
+
+
+class TestSubprocess:
+    BODY = (
+        PRELUDE
+        + """
+import subprocess
+
+CHILD = '''
+import logging, forksafe_logging
+logging.basicConfig(filename="child-own.log")  # its own config: replaced by forwarding
+forksafe_logging.install()
+logging.getLogger("sub").warning("from a subprocess")
+'''
+
+if __name__ == "__main__":
+    configure()
+    code = subprocess.run([sys.executable, "-c", CHILD], timeout=60).returncode
+    own = os.path.exists("child-own.log") and open("child-own.log").read()
+    report(code=code, lines=lines(), own=own)
+"""
+    )
+
+    def test_attach_from_subprocess(self, scenario: Scenario) -> None:
+        """A Python subprocess that calls install() forwards to the top through the environment."""
+        facts = scenario.run(self.BODY, None).facts
+        assert facts["code"] == 0
+        assert facts["lines"] == ["MainProcess|sub|from a subprocess"]
+        assert facts["own"] == ""
