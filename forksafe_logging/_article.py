@@ -37,17 +37,27 @@ def _spam(stop: threading.Event) -> None:
         log.info("spam")
 
 
-def run(logfile: str, use_library: bool) -> List[int]:
-    """Run the article's program once; return the results of the tasks."""
+def run(logfile: str, use_library: bool, handler: str = "stdlib") -> List[int]:
+    """Run the article's program once; return the results of the tasks.
+
+    ``handler="forksafe"`` puts ``forksafe_logging.QueueHandler`` where the
+    article has the stdlib ``QueueHandler`` and ``QueueListener``.
+    """
     if use_library:
         import forksafe_logging
 
         forksafe_logging.install()
-    q: queue.Queue[logging.LogRecord] = queue.Queue()
-    listener = logging.handlers.QueueListener(q, logging.FileHandler(logfile))
-    listener.start()
     root = logging.getLogger()
-    root.addHandler(logging.handlers.QueueHandler(q))
+    listener: Optional[logging.handlers.QueueListener] = None
+    if handler == "forksafe":
+        import forksafe_logging
+
+        root.addHandler(forksafe_logging.QueueHandler([logging.FileHandler(logfile)]))
+    else:
+        q: queue.Queue[logging.LogRecord] = queue.Queue()
+        listener = logging.handlers.QueueListener(q, logging.FileHandler(logfile))
+        listener.start()
+        root.addHandler(logging.handlers.QueueHandler(q))
     root.setLevel(logging.INFO)
     stop = threading.Event()
     spammer = threading.Thread(target=_spam, args=(stop,), daemon=True)
@@ -58,15 +68,17 @@ def run(logfile: str, use_library: bool) -> List[int]:
     finally:
         stop.set()
         spammer.join()
-        listener.stop()
+        if listener is not None:
+            listener.stop()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("logfile")
     parser.add_argument("--install", action="store_true", help="call forksafe_logging.install()")
+    parser.add_argument("--handler", choices=["stdlib", "forksafe"], default="stdlib")
     args = parser.parse_args(argv)
-    results = run(args.logfile, args.install)
+    results = run(args.logfile, args.install, args.handler)
     return 0 if results == list(range(TASKS)) else 1
 
 

@@ -14,7 +14,12 @@ from typing import List, Optional, Sequence
 RUN_TIMEOUT = 6.0
 
 
-def run_article(use_library: bool, timeout: float = RUN_TIMEOUT, cwd: Optional[str] = None) -> str:
+def run_article(
+    use_library: bool,
+    timeout: float = RUN_TIMEOUT,
+    cwd: Optional[str] = None,
+    handler: str = "stdlib",
+) -> str:
     """Run the article's program once in a fresh interpreter.
 
     Returns ``"ok"``, ``"hung"`` (killed after ``timeout`` seconds) or
@@ -24,6 +29,7 @@ def run_article(use_library: bool, timeout: float = RUN_TIMEOUT, cwd: Optional[s
         cmd = [sys.executable, "-m", "forksafe_logging._article", os.path.join(tmp, "app.log")]
         if use_library:
             cmd.append("--install")
+        cmd += ["--handler", handler]
         # The child imports the same forksafe_logging as this process.
         env = dict(os.environ)
         home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

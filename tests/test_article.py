@@ -33,8 +33,11 @@ def test_plain_logging_hangs() -> None:
 
 @pytest.mark.stress
 @pytest.mark.timeout(STRESS_RUNS * 15 + 60)
-def test_installed_never_hangs() -> None:
-    """With install(), every run of the article's program finishes."""
-    outcomes = collections.Counter(run_article(use_library=True) for _ in range(STRESS_RUNS))
-    print("article's program with install(): %s of %d runs" % (dict(outcomes), STRESS_RUNS))
+@pytest.mark.parametrize("handler", ["stdlib", "forksafe"])
+def test_installed_never_hangs(handler: str) -> None:
+    """With install(), every run finishes: with the stdlib QueueHandler, and with ours."""
+    outcomes = collections.Counter(
+        run_article(use_library=True, handler=handler) for _ in range(STRESS_RUNS)
+    )
+    print("article's program (%s handler) with install(): %s" % (handler, dict(outcomes)))
     assert outcomes == {"ok": STRESS_RUNS}
