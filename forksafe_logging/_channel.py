@@ -15,9 +15,9 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
-from forksafe_logging import _server
+from forksafe_logging import _server, _wire
 
 #: Where descendants find the listener: ``"<top pid>:<key hex>:<socket path>"``.
 #: Set by the top process; spawn and forkserver children and subprocesses
@@ -49,6 +49,10 @@ def unpublish() -> None:
     os.environ.pop(ENV_VAR, None)
 
 
+#: Distinct call sites (logger, level, line, thread...) remembered per connection.
+MAX_DEFINITIONS = 10000
+
+
 class ListenerGone(Exception):
     """The listener cannot be reached: the top process has died or stopped it."""
 
@@ -60,6 +64,8 @@ class Channel:
         self.lock = threading.Lock()
         self.pid = os.getpid()
         self.sock: Optional[socket.socket] = None
+        #: Definition numbers given on the current connection.
+        self.numbers: Dict[_wire.StaticKey, int] = {}
         self.gone = False
         self.warned = False
         self.dropped = 0
@@ -87,10 +93,17 @@ class Channel:
             raise
         return sock
 
-    def send(self, frame: bytes, timeout: Optional[float]) -> bool:
-        """Send one frame; False if it was dropped after ``timeout`` seconds.
+    def send(
+        self,
+        key: _wire.StaticKey,
+        frame: Callable[[int], bytes],
+        timeout: Optional[float],
+    ) -> bool:
+        """Send one record; False if it was dropped after ``timeout`` seconds.
 
-        Raises :class:`ListenerGone` when the listener cannot be reached.
+        ``key`` names the record's repeating fields; ``frame(number)`` makes
+        its record frame. Raises :class:`ListenerGone` when the listener
+        cannot be reached.
         """
         with self.lock:
             if self.gone:
@@ -100,6 +113,15 @@ class Channel:
                 sock = self.sock
                 if sock is None:
                     sock = self.sock = self._connect(timeout)
+                number = self.numbers.get(key)
+                if number is None:
+                    if len(self.numbers) >= MAX_DEFINITIONS:
+                        self.numbers.clear()  # numbers are reused; the listener overwrites
+                    defined = len(self.numbers) + 1
+                    data = _wire.definition(defined, key) + frame(defined)
+                else:
+                    defined = 0
+                    data = frame(number)
                 if deadline is not None:
                     # Drop a record before any byte of it is out, while we can:
                     # the connection stays usable for the next one.
@@ -108,9 +130,11 @@ class Channel:
                         self.dropped += 1
                         return False
                     sock.settimeout(max(0.0, deadline - time.monotonic()))
-                else:
+                elif sock.gettimeout() is not None:
                     sock.settimeout(None)
-                sock.sendall(frame)
+                sock.sendall(data)
+                if defined:
+                    self.numbers[key] = defined
                 return True
             except socket.timeout:
                 # Part of the frame may be out: this connection's stream is
@@ -124,6 +148,7 @@ class Channel:
                 raise ListenerGone(str(exc)) from None
 
     def _discard(self) -> None:
+        self.numbers.clear()
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()

@@ -40,13 +40,14 @@ def answer(key: bytes, challenge: bytes) -> bytes:
 
 
 class _Connection:
-    __slots__ = ("authenticated", "buffer", "challenge", "sock")
+    __slots__ = ("authenticated", "buffer", "challenge", "decoder", "sock")
 
     def __init__(self, sock: socket.socket, challenge: bytes) -> None:
         self.sock = sock
         self.challenge = challenge
         self.authenticated = False
         self.buffer = bytearray()
+        self.decoder = _wire.Decoder()
 
 
 class Server:
@@ -163,25 +164,27 @@ class Server:
                 return False
             conn.authenticated = True
             pos = CHALLENGE_SIZE
-        header = _wire.HEADER
+        unpack = _wire.HEADER.unpack_from
+        feed = conn.decoder.feed
         size = len(buf)
         view = memoryview(buf)
         try:
             while size - pos >= 4:
-                (length,) = header.unpack_from(buf, pos)
-                if length > _wire.MAX_FRAME:
+                (length,) = unpack(buf, pos)
+                if length > _wire.MAX_FRAME or length == 0:
                     self.stats["garbage"] += 1
                     return False
                 end = pos + 4 + length
                 if end > size:
                     break
                 try:
-                    route, record = _wire.decode(view[pos + 4 : end].tobytes())
+                    decoded = feed(view[pos + 4 : end].tobytes())
                 except _wire.Garbage:
                     self.stats["garbage"] += 1
                     return False
                 pos = end
-                self._dispatch(route, record)
+                if decoded is not None:
+                    self._dispatch(*decoded)
         finally:
             view.release()
         if pos:

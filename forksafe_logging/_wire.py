@@ -1,10 +1,24 @@
-"""How a log record crosses a process boundary: plain JSON in a length-prefixed frame.
+"""How a log record crosses a process boundary: plain JSON in length-prefixed frames.
 
 No pickle, ever: the listener must not run code because of bytes it reads.
 What cannot be made plain is made text on the sending side: the message is
 merged with its arguments, a traceback becomes ``exc_text``, and an ``extra``
 value that is not plain data (str, int, float, bool, None, and lists and
 dicts of them) arrives as its ``repr``. Encoding never raises.
+
+A record's fields split in two. Those that repeat from call to call (logger,
+level, file, line, function, thread, process) are sent once per connection
+in a *definition* frame (``D``) and referred to by number; each *record*
+frame (``R``) carries only what changes: the message, the times, and the
+rarer traceback, stack and extras. That keeps the per-record work small on
+both ends, which is where multiprocess logging spends its time.
+
+A frame is a 4-byte big-endian length, then the payload: a tag byte and a
+JSON array.
+
+- ``D[id, route, name, levelno, levelname, pathname, lineno, funcName,
+  thread, threadName, processName, process, taskName]``
+- ``R[id, msg, created, msecs, relativeCreated, exc_text, stack_info, extras]``
 """
 
 from __future__ import annotations
@@ -12,11 +26,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os.path
 import struct
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
 
-#: A frame is a 4-byte big-endian length, then that many bytes of payload.
 HEADER = struct.Struct(">I")
 #: Frames larger than this are refused as garbage (a 10 MB message fits).
 MAX_FRAME = 256 * 1024 * 1024
@@ -27,14 +41,19 @@ _STANDARD = frozenset(
 )
 
 _encoder = json.JSONEncoder(ensure_ascii=True, check_circular=False, separators=(",", ":"))
+_encode = _encoder.encode
+_string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _decode = json.JSONDecoder().decode
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+#: The key of a record's repeating fields.
+StaticKey = Tuple[Any, ...]
 
 
 def _is_plain(value: Any, depth: int = 0) -> bool:
     if isinstance(value, _PLAIN_SCALARS):
-        # float('nan') and friends are not JSON; bool/int/str subclasses may
-        # carry behaviour that would not survive: keep exact types only.
+        # Exact types only: a subclass may carry behaviour that would not
+        # survive the hop; NaN and infinities are not JSON.
         return type(value) in _PLAIN_SCALARS and (type(value) is not float or math.isfinite(value))
     if depth > 32:
         return False
@@ -52,9 +71,26 @@ def _safe_repr(value: Any) -> str:
         return "<unrepresentable %s: %r>" % (type(value).__name__, exc)
 
 
-def _message(record: logging.LogRecord) -> str:
+def _opt_str(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def _int_or(value: Any, default: Optional[int]) -> Optional[int]:
+    return value if type(value) is int else default
+
+
+def _finite(value: Any) -> float:
     try:
-        return record.getMessage()
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
+def message(record: logging.LogRecord) -> str:
+    """The record's message merged with its arguments, whatever they are."""
+    try:
+        return str(record.getMessage())
     except Exception as exc:  # a bad format string or a broken __str__
         return "%s %% %s [message could not be formatted: %s]" % (
             _safe_repr(record.msg),
@@ -76,133 +112,170 @@ def _exc_text(record: logging.LogRecord) -> Optional[str]:
 
 
 def _extras(record: logging.LogRecord) -> Optional[Dict[str, Any]]:
-    extras = None
-    for key, value in record.__dict__.items():
-        if key in _STANDARD:
-            continue
-        if extras is None:
-            extras = {}
-        extras[str(key)] = value if _is_plain(value) else _safe_repr(value)
-    return extras
+    names = record.__dict__.keys() - _STANDARD
+    if not names:
+        return None
+    values = record.__dict__
+    return {
+        str(name): values[name] if _is_plain(values[name]) else _safe_repr(values[name])
+        for name in names
+    }
 
 
-def _opt_str(value: Any) -> Optional[str]:
-    return None if value is None else str(value)
-
-
-def encode(route: str, record: logging.LogRecord) -> bytes:
-    """A whole frame (header and payload) for ``record``, sent on ``route``."""
-    fields: List[Any] = [
+def static_key(route: str, record: logging.LogRecord) -> StaticKey:
+    """What identifies a record's repeating fields (hashable, cheap to build)."""
+    return (
         route,
-        str(record.name),
-        _message(record),
-        record.levelno if type(record.levelno) is int else logging.ERROR,
-        str(record.levelname),
-        str(record.pathname),
-        record.lineno if type(record.lineno) is int else 0,
-        _opt_str(record.funcName),
-        float(record.created),
-        float(record.msecs),
-        float(record.relativeCreated),
-        record.thread if type(record.thread) is int else None,
-        _opt_str(record.threadName),
-        _opt_str(record.processName),
-        record.process if type(record.process) is int else None,
-        _exc_text(record),
-        str(record.stack_info) if record.stack_info else None,
-        getattr(record, "taskName", None)
-        if type(getattr(record, "taskName", None)) is str
-        else None,
-        _extras(record),
+        record.name,
+        record.levelno,
+        record.levelname,
+        record.pathname,
+        record.lineno,
+        record.funcName,
+        record.thread,
+        record.threadName,
+        record.processName,
+        record.process,
+        getattr(record, "taskName", None),
+    )
+
+
+def definition(number: int, key: StaticKey) -> bytes:
+    """A ``D`` frame giving ``number`` to the repeating fields in ``key``."""
+    route, name, levelno, levelname, pathname, lineno, func, thread, tname, pname, pid, task = key
+    fields = [
+        number,
+        str(route),
+        str(name),
+        _int_or(levelno, logging.ERROR),
+        str(levelname),
+        str(pathname),
+        _int_or(lineno, 0),
+        _opt_str(func),
+        _int_or(thread, None),
+        _opt_str(tname),
+        _opt_str(pname),
+        _int_or(pid, None),
+        task if type(task) is str else None,
     ]
-    payload = _encoder.encode(fields).encode("ascii")
+    payload = b"D" + _encode(fields).encode("ascii")
+    return HEADER.pack(len(payload)) + payload
+
+
+def record_frame(number: int, msg: str, record: logging.LogRecord) -> bytes:
+    """An ``R`` frame: the changing fields of ``record``, with its definition's number."""
+    exc_text = _exc_text(record)
+    stack = _opt_str(record.stack_info) if record.stack_info else None
+    extras = _extras(record)
+    created = _finite(record.created)
+    msecs = _finite(record.msecs)
+    relative = _finite(record.relativeCreated)
+    if exc_text is None and stack is None and extras is None:
+        # The common case, without the general encoder: repr() of a finite
+        # float is valid JSON, and the message is escaped by json's C code.
+        payload = b"R[%d,%s,%r,%r,%r,null,null,null]" % (
+            number,
+            _string(msg).encode("ascii"),
+            created,
+            msecs,
+            relative,
+        )
+    else:
+        payload = b"R" + _encode(
+            [number, msg, created, msecs, relative, exc_text, stack, extras]
+        ).encode("ascii")
     return HEADER.pack(len(payload)) + payload
 
 
 class Garbage(ValueError):
-    """A frame that is not a record we sent."""
+    """A frame that is not one we send."""
 
 
 _new_record = logging.LogRecord.__new__
+_files: Dict[str, Tuple[str, str]] = {}
 
 
-def decode(payload: bytes) -> Tuple[str, logging.LogRecord]:
-    """``(route, record)`` from a frame's payload; :class:`Garbage` if it is not one."""
-    try:
-        fields = _decode(payload.decode("ascii"))
-        (
+def _file_and_module(pathname: str) -> Tuple[str, str]:
+    found = _files.get(pathname)
+    if found is None:
+        filename = os.path.basename(pathname)
+        found = (filename, os.path.splitext(filename)[0])
+        if len(_files) < 4096:
+            _files[pathname] = found
+    return found
+
+
+class Decoder:
+    """The definitions one connection has made, and the frames that use them."""
+
+    __slots__ = ("definitions",)
+
+    def __init__(self) -> None:
+        self.definitions: Dict[int, Tuple[str, Dict[str, Any]]] = {}
+
+    def feed(self, payload: bytes) -> Optional[Tuple[str, logging.LogRecord]]:
+        """``(route, record)`` for an ``R`` frame, ``None`` for a ``D`` frame.
+
+        Raises :class:`Garbage` for anything else.
+        """
+        try:
+            fields = _decode(payload[1:].decode("ascii"))
+            tag = payload[:1]
+            if tag == b"R":
+                number, msg, created, msecs, relative, exc_text, stack, extras = fields
+                route, template = self.definitions[number]
+                if type(msg) is not str or (extras is not None and type(extras) is not dict):
+                    raise Garbage("fields of the wrong type")
+                record = _new_record(logging.LogRecord)
+                d = record.__dict__
+                if extras:
+                    d.update(extras)
+                d.update(template)
+                d["msg"] = msg
+                d["created"] = created
+                d["msecs"] = msecs
+                d["relativeCreated"] = relative
+                d["exc_text"] = exc_text
+                d["stack_info"] = stack
+                return route, record
+            if tag == b"D":
+                self._define(fields)
+                return None
+        except Garbage:
+            raise
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            raise Garbage("%s: %s" % (type(exc).__name__, exc)) from None
+        raise Garbage("unknown frame tag %r" % (payload[:1],))
+
+    def _define(self, fields: List[Any]) -> None:
+        (number, route, name, levelno, levelname, pathname, lineno, func, thread, tname, pname,
+         pid, task) = fields  # fmt: skip
+        if (
+            type(number) is not int
+            or type(route) is not str
+            or type(name) is not str
+            or type(levelno) is not int
+            or type(pathname) is not str
+        ):
+            raise Garbage("definition fields of the wrong type")
+        filename, module = _file_and_module(pathname)
+        self.definitions[number] = (
             route,
-            name,
-            msg,
-            levelno,
-            levelname,
-            pathname,
-            lineno,
-            func,
-            created,
-            msecs,
-            relative,
-            thread,
-            thread_name,
-            process_name,
-            process,
-            exc_text,
-            stack_info,
-            task_name,
-            extras,
-        ) = fields
-    except (ValueError, TypeError) as exc:
-        raise Garbage(str(exc)) from None
-    if (
-        type(route) is not str
-        or type(name) is not str
-        or type(msg) is not str
-        or type(levelno) is not int
-        or (extras is not None and type(extras) is not dict)
-    ):
-        raise Garbage("fields of the wrong type")
-    record = _new_record(logging.LogRecord)
-    d = record.__dict__
-    if extras:
-        d.update(extras)
-    filename, module = _file_and_module(pathname)
-    d.update(
-        name=name,
-        msg=msg,
-        args=None,
-        levelname=levelname,
-        levelno=levelno,
-        pathname=pathname,
-        filename=filename,
-        module=module,
-        exc_info=None,
-        exc_text=exc_text,
-        stack_info=stack_info,
-        lineno=lineno,
-        funcName=func,
-        created=created,
-        msecs=msecs,
-        relativeCreated=relative,
-        thread=thread,
-        threadName=thread_name,
-        processName=process_name,
-        process=process,
-        taskName=task_name,
-    )
-    return route, record
-
-
-_file_cache: Dict[Any, Tuple[str, str]] = {}
-
-
-def _file_and_module(pathname: Any) -> Tuple[str, str]:
-    cached = _file_cache.get(pathname)
-    if cached is None:
-        import os.path
-
-        path = str(pathname)
-        filename = os.path.basename(path)
-        cached = (filename, os.path.splitext(filename)[0])
-        if len(_file_cache) < 4096:
-            _file_cache[pathname] = cached
-    return cached
+            {
+                "name": name,
+                "args": None,
+                "levelname": levelname,
+                "levelno": levelno,
+                "pathname": pathname,
+                "filename": filename,
+                "module": module,
+                "exc_info": None,
+                "lineno": lineno,
+                "funcName": func,
+                "thread": thread,
+                "threadName": tname,
+                "processName": pname,
+                "process": pid,
+                "taskName": task,
+            },
+        )

@@ -148,10 +148,11 @@ class QueueHandler(logging.Handler):
                 if not self._tree:
                     self.dispatch(record)
                 return
-            frame = _wire.encode("" if self._tree else self.route, record)
+            key = _wire.static_key("" if self._tree else self.route, record)
+            msg = _wire.message(record)
             ch = _channel.channel()
             try:
-                if not ch.send(frame, self.timeout):
+                if not ch.send(key, lambda n: _wire.record_frame(n, msg, record), self.timeout):
                     self.dropped += 1
             except _channel.ListenerGone as exc:
                 _channel.warn_once(ch, str(exc), _channel.stderr_write)
