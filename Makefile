@@ -35,8 +35,9 @@ wheel: $(VENV)/.ready
 test: lint typecheck docs wheel
 	FORKSAFE_STRESS_RUNS=$(CI_STRESS_RUNS) scripts/test-all-pythons.sh
 
+# FORKSAFE_PYTHONS="3.12" narrows it to some versions (each takes ~25 min).
 stress: wheel
-	FORKSAFE_STRESS_RUNS=$(FULL_STRESS_RUNS) scripts/test-all-pythons.sh -m stress
+	FORKSAFE_STRESS_RUNS=$(FULL_STRESS_RUNS) scripts/test-all-pythons.sh -m stress -s
 
 compat: $(VENV)/.ready
 	$(VPY) scripts/compat.py

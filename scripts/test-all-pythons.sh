@@ -7,7 +7,8 @@ set -u
 cd "$(dirname "$0")/.."
 root=$(pwd)
 wheel_dir="$root/dist"
-versions=(3.9 3.10 3.11 3.12 3.13)
+# FORKSAFE_PYTHONS="3.12 3.13" narrows the run to those versions.
+read -r -a versions <<< "${FORKSAFE_PYTHONS:-3.9 3.10 3.11 3.12 3.13}"
 
 find_python() {  # $1 = minor version, e.g. 3.12 -> path of an interpreter, or nothing
     local v=$1 prefix
