@@ -7,13 +7,14 @@ handlers: no lock copied held, no record lost, none written twice.
 
 from __future__ import annotations
 
-from forksafe_logging._install import install, is_installed, uninstall
+from forksafe_logging._install import attach, install, is_installed, uninstall
 from forksafe_logging.handlers import QueueHandler, QueueListener, flush
 
 __all__ = [
     "QueueHandler",
     "QueueListener",
     "__version__",
+    "attach",
     "flush",
     "install",
     "is_installed",

@@ -20,12 +20,14 @@ re-initialized the module lock and the locks of handlers it knows.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import functools
 import logging
 import logging.config
 import logging.handlers
+import multiprocessing.util
 import os
 import socket
 import threading
@@ -76,6 +78,8 @@ def before_fork() -> None:
         return
     plan = _Plan()
     _plans[threading.get_ident()] = plan
+    # A filter left by the previous fork (3.13) is for that fork only.
+    _compat.unquiet_fork_warning()
     if server is not None:
         # Our listener thread must not be why 3.12+ warns about this fork.
         plan.quieted = _compat.quiet_fork_warning(1 if server.thread.is_alive() else 0)
@@ -127,7 +131,7 @@ def after_fork_in_parent() -> None:
     plan = _plans.pop(threading.get_ident(), None)
     if plan is None:
         return
-    if plan.quieted:
+    if plan.quieted and not _compat.FORK_WARNS_AFTER_PARENT_HOOKS:
         _compat.unquiet_fork_warning()
     for lock in reversed(plan.acquired):
         lock.release()
@@ -139,11 +143,9 @@ def after_fork_in_child() -> None:
     # Plans of threads that forked concurrently: those threads are gone.
     _plans.clear()
     _compat.reinit_lock(_settings.install_lock)
-    if plan is not None and plan.quieted:
-        _compat.unquiet_fork_warning()
+    _compat.unquiet_fork_warning()
     # The parent's listener and connection are not this process's.
-    _server.after_fork_in_child()
-    _channel.after_fork_in_child()
+    _channel.after_fork_in_child(_server.after_fork_in_child())
     settings = _settings.current
     if settings is None:
         return
@@ -248,7 +250,20 @@ class _RestartOnFirstUse:
             if getattr(listener, "_thread", None) is self._inherited_thread:
                 listener._thread = None  # type: ignore[attr-defined]
                 listener.start()
+                # Nobody in the child knows this thread exists: stop it (which
+                # handles what is queued) when the child ends, whether by
+                # interpreter exit or by multiprocessing's os._exit().
+                atexit.register(_stop_listener, listener)
+                multiprocessing.util.Finalize(
+                    listener, _stop_listener, args=(listener,), exitpriority=100
+                )
         handler.enqueue(record)
+
+
+def _stop_listener(listener: logging.handlers.QueueListener) -> None:
+    if getattr(listener, "_thread", None) is not None:
+        with contextlib.suppress(Exception):
+            listener.stop()
 
 
 def _reconnect_later(handler: logging.Handler) -> None:

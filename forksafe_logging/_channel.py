@@ -25,11 +25,31 @@ from forksafe_logging import _server, _wire
 ENV_VAR = "FORKSAFE_LOGGING_LISTENER"
 
 
-def endpoint() -> Optional[Tuple[int, bytes, str]]:
-    """``(top pid, key, address)`` of the listener this process should use."""
-    server = _server._server
+#: ``(top pid, key, socket path)``: how a process reaches a listener.
+Endpoint = Tuple[int, bytes, str]
+
+#: The listener of the tree this process belongs to, when it is not the top.
+#: Set in a forked child (from the parent), in a spawned child (from what its
+#: parent pickled), or by an explicit ``attach()``; copied by fork.
+_tree: Optional[Endpoint] = None
+
+
+def endpoint() -> Optional[Endpoint]:
+    """The listener this process sends to: its own if it is the top, else its tree's."""
+    server = _server.current()
     if server is not None:
         return server.pid, server.key, server.address
+    return _tree
+
+
+def join(where: Endpoint) -> None:
+    """Belong to the tree whose listener is at ``where`` from now on."""
+    global _tree
+    _tree = where
+
+
+def from_environment() -> Optional[Endpoint]:
+    """The endpoint an ancestor published in :data:`ENV_VAR`, if any."""
     value = os.environ.get(ENV_VAR)
     if not value:
         return None
@@ -40,9 +60,10 @@ def endpoint() -> Optional[Tuple[int, bytes, str]]:
         return None
 
 
-def publish(server: _server.Server) -> None:
-    """Let descendants started from now on find ``server``."""
-    os.environ[ENV_VAR] = "%d:%s:%s" % (server.pid, server.key.hex(), server.address)
+def publish(where: Endpoint) -> None:
+    """Let descendants started from now on find ``where`` (see :func:`attach`)."""
+    pid, key, address = where
+    os.environ[ENV_VAR] = "%d:%s:%s" % (pid, key.hex(), address)
 
 
 def unpublish() -> None:
@@ -166,21 +187,24 @@ def channel() -> Channel:
     return ch
 
 
-def after_fork_in_child() -> None:
+def after_fork_in_child(parent_server: Optional[_server.Server]) -> None:
     """The parent's connection and lock are not the child's: start afresh.
 
-    The inherited socket object is dropped without a word on it; its
-    descriptor copy closes when it is collected, which the parent never sees.
+    A child of the top process joins the top's tree. The inherited socket
+    object is dropped without a word on it; its descriptor copy closes when
+    it is collected, which the parent never sees.
     """
     global _channel
     _channel = Channel()
+    if parent_server is not None:
+        join((parent_server.pid, parent_server.key, parent_server.address))
 
 
 def warn_once(ch: Channel, reason: str, write: Callable[[str], None]) -> None:
     if not ch.warned:
         ch.warned = True
         write(
-            "forksafe_logging: the log listener of process tree cannot be reached (%s); "
+            "forksafe_logging: the log listener of the process tree cannot be reached (%s); "
             "this process (pid %d) writes its records to stderr from now on\n"
             % (reason, os.getpid())
         )

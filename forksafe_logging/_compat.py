@@ -27,6 +27,10 @@ LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()), threading._PyRLoc
 
 #: 3.12 made ``os.fork()`` warn (``DeprecationWarning``) when other threads run.
 FORK_WARNS_ABOUT_THREADS = sys.version_info >= (3, 12)
+#: 3.12 warns before running the ``after_in_parent`` hooks, 3.13 after them
+#: (seen on 3.12.1 and 3.13.0), so on 3.13 a filter added for one fork can
+#: only be taken away at the next one.
+FORK_WARNS_AFTER_PARENT_HOOKS = sys.version_info >= (3, 13)
 
 #: 3.11 gave ``SysLogHandler`` a ``createSocket()`` that ``emit()`` calls when
 #: ``self.socket`` is falsy, so a child can reconnect lazily. 3.9 and 3.10
@@ -121,10 +125,10 @@ def _os_thread_count() -> int:
 def quiet_fork_warning(our_threads: int) -> bool:
     """Silence 3.12+'s multi-threaded-fork warning if our threads are the only cause.
 
-    ``os.fork()`` warns in the parent after the fork and before the
-    ``after_in_parent`` hooks, so the filter is added in the ``before`` hook
-    and removed by :func:`unquiet_fork_warning` in both after hooks. Returns
-    whether it was added.
+    ``os.fork()`` warns in the parent after the fork, so the filter is added
+    in the ``before`` hook and removed by :func:`unquiet_fork_warning` (see
+    :data:`FORK_WARNS_AFTER_PARENT_HOOKS` for when). Returns whether it was
+    added.
     """
     if not FORK_WARNS_ABOUT_THREADS or our_threads <= 0:
         return False
@@ -145,3 +149,38 @@ def unquiet_fork_warning() -> None:
     except ValueError:
         return
     warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+def being_spawned_by_multiprocessing() -> bool:
+    """Whether ``multiprocessing`` is setting this process up as a spawn/forkserver child.
+
+    ``spawn._main`` sets ``current_process()._inheriting`` while it imports
+    the parent's main module and unpickles the process object (3.9 to 3.13).
+    """
+    import multiprocessing.process
+
+    return bool(getattr(multiprocessing.process.current_process(), "_inheriting", False))
+
+
+def handlers_of_running_dict_config() -> Optional[Any]:
+    """The ``handlers`` mapping of the ``dictConfig`` call that is running, if any.
+
+    ``dictConfig`` builds handlers in name order and keeps each one only in
+    this mapping (``logging._handlers`` holds them weakly) until it returns,
+    so a handler that names others later in the order must hold on to the
+    mapping itself. 3.12 added this for ``QueueHandler`` subclasses; our
+    handler is not one, so 3.9 to 3.13 all go through here. The configurator
+    is the ``self`` of a frame above us (``configure_handler``).
+    """
+    import logging.config
+
+    frame = sys._getframe(1)
+    for _ in range(16):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, logging.config.DictConfigurator):
+            config = getattr(owner, "config", None)
+            return config.get("handlers") if config is not None else None
+        frame = frame.f_back  # type: ignore[assignment]
+    return None

@@ -73,17 +73,20 @@ class _Attach:
     """Pickled into spawn/forkserver children; unpickled, it attaches them."""
 
     def __reduce__(self) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
+        from forksafe_logging import _channel
+
         # Runs in the parent as the child starts: the levels are those of now.
         found, disable = levels()
-        return attach_spawned, (found, disable)
+        return attach_spawned, (_channel.endpoint(), found, disable)
 
 
-def attach_spawned(found: Dict[str, int], disable: int) -> _Attach:
+def attach_spawned(endpoint: Any, found: Dict[str, int], disable: int) -> _Attach:
     """In a spawned child: take the parent's levels and forward every record."""
     from forksafe_logging import _install
 
-    apply_levels(found, disable)
-    _install.install_as_descendant()
+    if endpoint is not None:
+        apply_levels(found, disable)
+        _install.join_tree(tuple(endpoint))
     return _Attach()
 
 

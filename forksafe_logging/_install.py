@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping
-from typing import Optional
+from typing import Optional, Tuple
 
 from forksafe_logging import _atfork, _forward, _server, _settings
 from forksafe_logging._settings import CHILD_MODES, ChildConfig
@@ -38,9 +39,10 @@ def install(
             ``"forward"`` (the default): every process started from here,
             by ``fork``, ``spawn`` or ``forkserver``, sends its records to a
             listener thread in this process, which hands them to the handlers
-            configured here, as if they had been logged here. A process that
-            calls ``install()`` and finds such a listener above it (a
-            subprocess that inherited the environment) forwards too.
+            configured here, as if they had been logged here. (A program
+            started with :mod:`subprocess` joins only if it calls
+            :func:`attach`; calling ``install()`` there makes it the top of
+            a tree of its own.)
             ``"inherit"``: a forked child keeps the handlers it inherited
             (their locks and queues made usable, an inherited
             ``QueueListener`` restarted on first use, nothing the parent
@@ -72,6 +74,8 @@ def install(
             if _is_descendant():
                 _become_descendant(settings)
                 return
+            if _server.current() is None:
+                _settings.started_listener = True
             _start_listener()
             _forward.advertise()
         else:
@@ -79,9 +83,47 @@ def install(
         _settings.current = settings
 
 
-def install_as_descendant() -> None:
-    """Forward this process's records to the listener of the tree it belongs to."""
+def attach() -> None:
+    """Join the process tree of the program that started this one.
+
+    For Python programs started with :mod:`subprocess` (or any other way
+    than ``multiprocessing``) by a program that called :func:`install`:
+    they inherit its listener's address in the environment variable
+    ``FORKSAFE_LOGGING_LISTENER``, and this call makes them forward every
+    record there, as forked and spawned children do by themselves. Call it
+    once at start-up, before or after configuring logging.
+
+    Raises:
+        RuntimeError: There is no such variable (the program was not started
+            by one that called :func:`install`, or the environment was not
+            passed on), or this process is the top of the tree itself.
+
+    .. versionadded:: 0.2.0
+    """
+    from forksafe_logging import _channel
+
+    where = _channel.from_environment()
+    if where is None:
+        raise RuntimeError(
+            "%s is not set: this process was not started by a program that called "
+            "forksafe_logging.install(), or the environment was not passed on" % _channel.ENV_VAR
+        )
+    if where[0] == os.getpid():
+        raise RuntimeError("this process runs its tree's listener: attach() is for its descendants")
+    join_tree(where)
+
+
+def join_tree(where: Tuple[int, bytes, str]) -> None:
+    """Forward this process's records to the listener at ``where`` from now on."""
+    from forksafe_logging import _channel
+
     with _settings.install_lock:
+        if _server.current() is not None:
+            # install() ran at start-up (sitecustomize, say) before we knew that
+            # this process has a tree above it; it has no children yet.
+            _server.stop(0)
+        _channel.join(where)
+        _channel.publish(where)
         _atfork.register()
         _become_descendant(_settings.Settings("forward", None, DEFAULT_FORK_TIMEOUT))
 
@@ -111,9 +153,10 @@ def uninstall() -> None:
         if _settings.undo:
             _forward.restore(_settings.undo)
             del _settings.undo[:]
-        if was is not None and was.child == "forward" and _server.current() is not None:
+        if was is not None and _settings.started_listener and _server.current() is not None:
             from forksafe_logging import _channel
 
+            _settings.started_listener = False
             _server.stop()
             _channel.unpublish()
             for handler in list(logging._handlerList):  # type: ignore[attr-defined]

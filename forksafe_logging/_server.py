@@ -353,11 +353,12 @@ def _stop_at_exit(server: Server) -> None:
     server.stop(SHUTDOWN_TIMEOUT)
 
 
-def after_fork_in_child() -> None:
-    """Forget the parent's listener (closing only the child's copies)."""
+def after_fork_in_child() -> Optional[Server]:
+    """Forget the parent's listener (closing only the child's copies); return it."""
     global _server, _server_lock
     _server_lock = threading.Lock()
     server = _server
     _server = None
     if server is not None:
         server.close_in_child()
+    return server

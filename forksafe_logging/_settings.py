@@ -41,6 +41,9 @@ current: Optional[Settings] = None
 #: Serializes install()/uninstall(). Never taken by the at-fork hooks.
 install_lock = threading.Lock()
 
+#: Whether install() started this process's listener (so uninstall() stops it).
+started_listener = False
+
 #: What forwarding took from this process's loggers, for uninstall():
 #: ``(logger, handlers, filters)``.
 undo: List[Tuple[Any, List[Any], List[Any]]] = []

@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from forksafe_logging import _atfork, _channel, _server, _wire
+from forksafe_logging import _atfork, _channel, _compat, _server, _wire
 
 
 def _is_descendant() -> bool:
-    """Whether a listener of an ancestor process is reachable from here."""
+    """Whether this process belongs to a tree whose listener runs in an ancestor."""
     if _server.current() is not None:
         return False
-    where = _channel.endpoint()
-    return where is not None and where[0] != os.getpid()
+    if _channel._tree is None and _compat.being_spawned_by_multiprocessing():
+        # A spawn or forkserver child importing its parent's main module: the
+        # object that will attach it is not unpickled yet, but the parent
+        # published where its tree's listener is.
+        where = _channel.from_environment()
+        if where is not None and where[0] != os.getpid():
+            _channel.join(where)
+    return _channel._tree is not None
 
 
 def _check_timeout(timeout: Optional[float]) -> Optional[float]:
@@ -53,10 +59,9 @@ class QueueHandler(logging.Handler):
 
     Args:
         handlers: The handlers that receive the records in the top process:
-            handler objects, or the names of handlers configured by
-            :func:`logging.config.dictConfig` in the same dictionary (looked
-            up when the first record arrives, so their order in the dict does
-            not matter).
+            handler objects, or names of handlers, either configured already
+            or configured by the same :func:`logging.config.dictConfig` call
+            that makes this handler (in any order, on every Python version).
         timeout: ``None`` (the default): when the listener falls behind, a
             logging call waits. A number of seconds: it gives up after that
             long, and the record is counted in :attr:`dropped`.
@@ -91,8 +96,26 @@ class QueueHandler(logging.Handler):
                     "handlers must be logging.Handler objects or names of configured "
                     "handlers; got %r" % (target,)
                 )
-        self._spec: List[Union[str, logging.Handler]] = list(handlers)
-        self._targets: Optional[List[logging.Handler]] = None
+        self._targets: List[logging.Handler] = []
+        #: Names to look up in the dictConfig that is building this handler,
+        #: once it has built them (it builds handlers in name order).
+        self._pending: Optional[Tuple[List[Union[str, logging.Handler]], Any]] = None
+        missing = []
+        for target in handlers:
+            found = target if isinstance(target, logging.Handler) else logging._handlers.get(target)  # type: ignore[attr-defined]
+            if found is None:
+                missing.append(target)
+            else:
+                self._targets.append(found)
+        if missing:
+            configured = _compat.handlers_of_running_dict_config()
+            if configured is None:
+                raise ValueError(
+                    "QueueHandler: no handler named %s is configured"
+                    % ", ".join(repr(name) for name in missing)
+                )
+            self._pending = (list(handlers), configured)
+            self._targets = []
         self.timeout = _check_timeout(timeout)
         self.respect_handler_level = respect_handler_level
         #: Records given up on after ``timeout`` seconds, in this process.
@@ -104,26 +127,25 @@ class QueueHandler(logging.Handler):
 
     @property
     def route(self) -> str:
-        """The key a child's records travel under: the handler's name."""
+        """The handler's name, under which a child's records travel to the listener."""
         return self.name or "handler-%x" % id(self)
 
     def _resolve(self) -> List[logging.Handler]:
-        targets = self._targets
-        if targets is None:
+        pending = self._pending
+        if pending is not None:
+            specs, configured = pending
             targets = []
-            for spec in self._spec:
-                if isinstance(spec, str):
-                    found = logging._handlers.get(spec)  # type: ignore[attr-defined]
-                    if found is None:
-                        raise ValueError(
-                            "QueueHandler %r: no handler named %r is configured"
-                            % (self.route, spec)
-                        )
-                    targets.append(found)
-                else:
-                    targets.append(spec)
+            for spec in specs:
+                found = spec if isinstance(spec, logging.Handler) else configured.get(spec)
+                if not isinstance(found, logging.Handler):
+                    raise ValueError(
+                        "QueueHandler %r: the dictConfig that made it configured no handler "
+                        "named %r" % (self.route, spec)
+                    )
+                targets.append(found)
             self._targets = targets
-        return targets
+            self._pending = None  # let the rest of that configuration go
+        return self._targets
 
     def dispatch(self, record: logging.LogRecord) -> None:
         """Hand ``record`` to the target handlers (in the top process)."""
@@ -144,7 +166,9 @@ class QueueHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Send ``record`` to the listener (or, in the top process, to the handlers)."""
         try:
-            if _server.current() is not None:
+            if _channel._tree is None or _server.current() is not None:
+                # The top of the tree (with its listener running, or stopped
+                # by uninstall()): the handlers are here.
                 if not self._tree:
                     self.dispatch(record)
                 return
@@ -167,7 +191,6 @@ def tree_forwarder() -> QueueHandler:
     """A handler that sends records to be dispatched through the top's logger tree."""
     handler = QueueHandler.__new__(QueueHandler)
     logging.Handler.__init__(handler)
-    handler._spec = []
     handler._targets = []
     handler.timeout = None
     handler.respect_handler_level = True
@@ -224,7 +247,7 @@ class QueueListener:
 
 def _start_listener() -> _server.Server:
     server = _server.ensure_started()
-    _channel.publish(server)
+    _channel.publish((server.pid, server.key, server.address))
     _atfork.register()
     return server
 

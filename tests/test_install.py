@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any, Dict
 
@@ -40,11 +41,31 @@ class TestSwitch:
         assert (root.handlers[:], root.level, dict(logging.Logger.manager.loggerDict)) == before
 
     @pytest.mark.timeout(30)
-    def test_starts_no_thread(self) -> None:
-        """install() starts no thread (a thread would make 3.12+ warn at every fork)."""
+    def test_inherit_starts_no_thread(self) -> None:
+        """install(child='inherit') starts no thread of its own."""
         before = threading.active_count()
-        forksafe_logging.install()
+        forksafe_logging.install(child="inherit")
         assert threading.active_count() == before
+
+    @pytest.mark.timeout(30)
+    def test_forward_starts_the_listener(self) -> None:
+        """install() starts one thread, the listener; uninstall() stops it."""
+        before = set(threading.enumerate())
+        forksafe_logging.install()
+        started = set(threading.enumerate()) - before
+        assert [t.name for t in started] == ["forksafe_logging listener"]
+        forksafe_logging.uninstall()
+        assert not any(t.is_alive() for t in started)
+
+    @pytest.mark.timeout(30)
+    def test_mode_switch_then_uninstall_stops_listener(self) -> None:
+        """install(), install(child='inherit'), uninstall(): no listener is left behind."""
+        before = set(threading.enumerate())
+        forksafe_logging.install()
+        forksafe_logging.install(child="inherit")
+        forksafe_logging.uninstall()
+        assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
+        assert "FORKSAFE_LOGGING_LISTENER" not in os.environ
 
     @pytest.mark.timeout(30)
     def test_thread_safe(self) -> None:

@@ -139,3 +139,32 @@ class TestInherit:
         """In inherit mode the child writes through the handlers it inherited."""
         facts = scenario.run(self.BODY, {"child": "inherit"}).facts
         assert facts == {"child": "ok", "lines": ["child", "parent"]}
+
+
+class TestInheritPool:
+    BODY = """
+        import collections, logging, logging.handlers, multiprocessing, queue
+        from scenario_lib import report, install_from_argv
+        install_from_argv()
+        q = queue.Queue()
+        listener = logging.handlers.QueueListener(q, logging.FileHandler("out.log"))
+        listener.start()
+        root = logging.getLogger()
+        root.addHandler(logging.handlers.QueueHandler(q))
+        root.setLevel(logging.INFO)
+
+        def task(n):
+            logging.info("task %d", n)
+            return n
+
+        with multiprocessing.get_context("fork").Pool(2, maxtasksperchild=1) as pool:
+            pool.map(task, range(16))
+        listener.stop()
+        with open("out.log") as f:
+            report(counts=collections.Counter(f.read().splitlines()))
+    """
+
+    def test_restarted_listener_drains_at_worker_exit(self, scenario: Scenario) -> None:
+        """A listener restarted in a pool worker handles the worker's records before it exits."""
+        facts = scenario.run(self.BODY, {"child": "inherit"}).facts
+        assert facts["counts"] == {"task %d" % n: 1 for n in range(16)}

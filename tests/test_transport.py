@@ -604,24 +604,44 @@ class TestSubprocess:
         + """
 import subprocess
 
-CHILD = '''
-import logging, forksafe_logging
-logging.basicConfig(filename="child-own.log")  # its own config: replaced by forwarding
-forksafe_logging.install()
-logging.getLogger("sub").warning("from a subprocess")
-'''
+CHILD = (
+    "import logging, sys, forksafe_logging\\n"
+    "logging.basicConfig(filename='child-own.log', format='%(message)s')\\n"
+    "if sys.argv[1] == 'attach':\\n"
+    "    forksafe_logging.attach()\\n"   # joins: its own config is replaced by forwarding
+    "else:\\n"
+    "    forksafe_logging.install()\\n"  # a tree of its own: its records stay its own
+    "logging.getLogger('sub').warning('from a subprocess')\\n"
+)
 
 if __name__ == "__main__":
     configure()
-    code = subprocess.run([sys.executable, "-c", CHILD], timeout=60).returncode
-    own = os.path.exists("child-own.log") and open("child-own.log").read()
+    code = subprocess.run([sys.executable, "-c", CHILD, sys.argv[2]], timeout=60).returncode
+    own = open("child-own.log").read() if os.path.exists("child-own.log") else None
     report(code=code, lines=lines(), own=own)
 """
     )
 
     def test_attach_from_subprocess(self, scenario: Scenario) -> None:
-        """A Python subprocess that calls install() forwards to the top through the environment."""
-        facts = scenario.run(self.BODY, None).facts
-        assert facts["code"] == 0
-        assert facts["lines"] == ["MainProcess|sub|from a subprocess"]
-        assert facts["own"] == ""
+        """A Python subprocess that calls attach() forwards to the top through the environment."""
+        facts = scenario.run(self.BODY, None, args=["attach"]).facts
+        assert facts == {"code": 0, "lines": ["MainProcess|sub|from a subprocess"], "own": ""}
+
+    def test_install_in_subprocess_stays_separate(self, scenario: Scenario) -> None:
+        """A subprocess calling install() (not attach()) keeps its own logging."""
+        facts = scenario.run(self.BODY, None, args=["install"]).facts
+        assert facts == {"code": 0, "lines": [], "own": "from a subprocess\n"}
+
+    def test_attach_without_a_tree(self, scenario: Scenario) -> None:
+        """attach() in a process no tree started is a clear error."""
+        body = """
+            import os, forksafe_logging
+            os.environ.pop("FORKSAFE_LOGGING_LISTENER", None)
+            try:
+                forksafe_logging.attach()
+            except RuntimeError as exc:
+                print(exc)
+        """
+        outcome = scenario.run(body, None)
+        assert outcome.returncode == 0, outcome.stderr
+        assert "FORKSAFE_LOGGING_LISTENER is not set" in outcome.stdout
