@@ -29,10 +29,9 @@ import logging.config
 import logging.handlers
 import multiprocessing.util
 import os
-import socket
 import threading
 import time
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Optional, Set
 
 from forksafe_logging import _channel, _compat, _forward, _reach, _server, _settings, _streams
 
@@ -40,14 +39,17 @@ from forksafe_logging import _channel, _compat, _forward, _reach, _server, _sett
 class _Plan:
     """What one thread's ``before`` hook took, for its ``after`` hooks."""
 
-    __slots__ = ("acquired", "busy", "complete", "quieted")
+    __slots__ = ("acquired", "busy", "busy_handlers", "complete", "quieted", "reach")
 
     def __init__(self) -> None:
         self.quieted = False
+        #: The walk done before the fork; the child reuses it (same memory).
+        self.reach: Optional[_reach.Reach] = None
         self.acquired: List[Any] = []
         #: ``id()`` of handlers whose lock we could not take in time: a thread
         #: may be inside their ``emit()``, and their stream's state is unknown.
         self.busy: Set[int] = set()
+        self.busy_handlers: List[logging.Handler] = []
         #: The module lock was taken and every lock was tried.
         self.complete = False
 
@@ -92,16 +94,20 @@ def before_fork() -> None:
     # module lock is busy, take nothing and let the child distrust everything.
     if not _take(_compat.LOGGING_MODULE_LOCK, deadline, plan):
         return
-    reach = _reach.collect()
+    reach = plan.reach = _reach.collect()
     for handler in reach.handlers:
         lock = handler.lock
         if lock is not None and not _take(lock, deadline, plan):
             plan.busy.add(id(handler))
+            plan.busy_handlers.append(handler)
     for handler, lock in reach.extra_locks:
-        if not _take(lock, deadline, plan):
+        if not _take(lock, deadline, plan) and id(handler) not in plan.busy:
             plan.busy.add(id(handler))
+            plan.busy_handlers.append(handler)
+    # The stdlib's stream handlers flush after every record: only handlers of
+    # other classes can hold buffered bytes here.
     flushed: Set[int] = set()
-    for handler in reach.handlers:
+    for handler in reach.custom:
         if id(handler) not in plan.busy:
             _flush_stream(handler, flushed)
     for q in reach.queues:
@@ -149,20 +155,23 @@ def after_fork_in_child() -> None:
     settings = _settings.current
     if settings is None:
         return
-    reach = _reach.collect(in_child=True)
     # Without a complete plan (our before hook did not run, as under uWSGI, or
     # could not take the module lock) any handler may have been mid-write.
     trusted = plan is not None and plan.complete
-    busy = plan.busy if plan is not None else set()
+    reach = plan.reach if plan is not None and plan.complete else None
+    if reach is None:
+        reach = _reach.collect(in_child=True)
     replaced: Dict[int, Any] = {}
-    for handler in reach.handlers:
+    # The stdlib has re-initialized the locks of its own handler classes.
+    for handler in reach.custom if trusted else reach.handlers:
         if handler.lock is not None:
             _compat.reinit_lock(handler.lock)
-        if not trusted or id(handler) in busy:
-            _streams.replace_stream(handler, replaced)
-        if isinstance(handler, logging.handlers.BufferingHandler):
-            # The parent still holds these records and will flush them.
-            del handler.buffer[:]
+    suspects = plan.busy_handlers if plan is not None and trusted else reach.handlers
+    for handler in suspects:
+        _streams.replace_stream(handler, replaced)
+    for handler in reach.buffering:
+        # The parent still holds these records and will flush them.
+        del handler.buffer[:]
     for _, lock in reach.extra_locks:
         _compat.reinit_lock(lock)
     for q in reach.queues:
@@ -177,7 +186,7 @@ def after_fork_in_child() -> None:
         if not _settings.undo:
             _settings.undo[:] = _forward.forward_tree()
     else:
-        for handler in reach.handlers:
+        for handler in reach.sockets:
             _reconnect_later(handler)
 
 
@@ -268,16 +277,11 @@ def _stop_listener(listener: logging.handlers.QueueListener) -> None:
 
 def _reconnect_later(handler: logging.Handler) -> None:
     """Stop a child from writing into the parent's stream socket."""
-    if isinstance(handler, logging.handlers.DatagramHandler):
-        return  # datagrams do not interleave
     if isinstance(handler, logging.handlers.SocketHandler):
         # emit() connects again when sock is None. The inherited socket is
         # not closed: that would only close the child's descriptor anyway.
         handler.sock = None
-    elif (
-        isinstance(handler, logging.handlers.SysLogHandler)
-        and handler.socktype == socket.SOCK_STREAM
-    ):
+    else:
         try:
             _compat.drop_syslog_stream_socket(handler)
         except OSError as exc:

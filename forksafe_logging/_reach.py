@@ -12,6 +12,7 @@ import logging
 import logging.handlers
 import multiprocessing.queues
 import queue
+import socket
 from typing import Any, List, Set
 
 from forksafe_logging import _compat
@@ -20,14 +21,47 @@ from forksafe_logging import _compat
 class Reach:
     """Everything one walk found, each object once."""
 
-    __slots__ = ("extra_locks", "handlers", "listeners", "queues")
+    __slots__ = ("buffering", "custom", "extra_locks", "handlers", "listeners", "queues", "sockets")
 
     def __init__(self) -> None:
         self.handlers: List[logging.Handler] = []
+        #: Handlers of classes outside :data:`KNOWN`: they get the full care.
+        self.custom: List[logging.Handler] = []
+        #: Handlers holding records in memory (``BufferingHandler``).
+        self.buffering: List[Any] = []
+        #: Handlers writing to a stream socket (TCP ``SocketHandler``, ``SysLogHandler``).
+        self.sockets: List[logging.Handler] = []
         #: ``(handler, lock)`` for locks a handler keeps besides ``handler.lock``.
         self.extra_locks: List[Any] = []
         self.queues: List[Any] = []
         self.listeners: List[logging.handlers.QueueListener] = []
+
+
+#: Handler classes of the stdlib (exactly these, not subclasses): their lock
+#: comes from ``Handler.createLock``, which the stdlib re-initializes in a
+#: child itself; they keep no other lock; and the stream handlers flush after
+#: every record. The hooks skip work for them: every object a hook touches
+#: costs a page fault after a fork (about 3 us each here).
+KNOWN = frozenset(
+    {
+        logging.Handler,
+        logging.StreamHandler,
+        logging.FileHandler,
+        logging.NullHandler,
+        logging.handlers.RotatingFileHandler,
+        logging.handlers.TimedRotatingFileHandler,
+        logging.handlers.WatchedFileHandler,
+        logging.handlers.SocketHandler,
+        logging.handlers.DatagramHandler,
+        logging.handlers.SysLogHandler,
+        logging.handlers.SMTPHandler,
+        logging.handlers.HTTPHandler,
+        logging.handlers.BufferingHandler,
+        logging.handlers.MemoryHandler,
+        logging.handlers.QueueHandler,
+        type(logging.lastResort),
+    }
+)
 
 
 def _extra_locks(handler: logging.Handler) -> List[Any]:
@@ -36,6 +70,15 @@ def _extra_locks(handler: logging.Handler) -> List[Any]:
         if name != "lock" and isinstance(value, _compat.LOCK_TYPES):
             found.append(value)
     return found
+
+
+def _writes_to_stream_socket(handler: logging.Handler) -> bool:
+    # Datagrams do not interleave: a DatagramHandler or UDP syslog is fine shared.
+    if isinstance(handler, logging.handlers.SocketHandler):
+        return not isinstance(handler, logging.handlers.DatagramHandler)
+    if isinstance(handler, logging.handlers.SysLogHandler):
+        return bool(handler.socktype == socket.SOCK_STREAM)
+    return False
 
 
 def collect(in_child: bool = False) -> Reach:
@@ -68,7 +111,13 @@ def collect(in_child: bool = False) -> Reach:
                 reach.queues.append(obj.queue)
         elif isinstance(obj, logging.Handler):
             reach.handlers.append(obj)
-            reach.extra_locks.extend((obj, lock) for lock in _extra_locks(obj))
+            if type(obj) not in KNOWN:
+                reach.custom.append(obj)
+                reach.extra_locks.extend((obj, lock) for lock in _extra_locks(obj))
+            if isinstance(obj, logging.handlers.BufferingHandler):
+                reach.buffering.append(obj)
+            elif _writes_to_stream_socket(obj):
+                reach.sockets.append(obj)
             if isinstance(obj, logging.handlers.QueueHandler):
                 pending.append(_QueueRef(obj.queue))
                 listener = _compat.queue_handler_listener(obj)
