@@ -58,8 +58,10 @@ def install(
 
     Raises:
         ValueError: ``child`` is not a known mode, ``config`` is given with
-            a mode other than ``"reset"``, or ``fork_timeout`` is negative.
-        TypeError: ``config`` is neither a mapping nor a callable.
+            a mode other than ``"reset"``, or ``fork_timeout`` is negative,
+            infinite or NaN.
+        TypeError: ``config`` is neither a mapping nor a callable, or
+            ``fork_timeout`` is not a number.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
