@@ -90,16 +90,25 @@ class Server:
     # -- the listener thread -------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            for key, _ in self._selector.select():
-                if key.fileobj is self._listening:
-                    self._accept()
-                elif key.fileobj == self._wake_r:
-                    self._serve_requests()
-                else:
-                    self._read(key.data)
-            if self._stopping:
+        while not self._stopping:
+            try:
+                events = self._selector.select()
+            except (OSError, ValueError):  # the selector was closed under us
                 return
+            for key, _ in events:
+                try:
+                    if key.fileobj is self._listening:
+                        self._accept()
+                    elif key.fileobj == self._wake_r:
+                        self._serve_requests()
+                    else:
+                        self._read(key.data)
+                except Exception as exc:
+                    # The thread must outlive any one connection's trouble:
+                    # if it died, every sender would wait for it forever.
+                    _warn("the listener hit an unexpected error: %r" % (exc,))
+                    if isinstance(key.data, _Connection):
+                        self._close(key.data)
 
     def _accept(self) -> None:
         while True:
