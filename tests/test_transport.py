@@ -310,7 +310,7 @@ def work(timeout):
     import time
     started = time.monotonic()
     for i in range(COUNT):
-        log.info("%d %s", i, "z" * 1000)
+        log.info("%d %s", i, "z" * 10000)  # 6 MB in all: more than socket buffers hold
     with open("child.json", "w") as f:
         json.dump({"dropped": handler.dropped if handler else 0,
                    "seconds": time.monotonic() - started}, f)
