@@ -48,9 +48,17 @@ def join(where: Endpoint) -> None:
     _tree = where
 
 
-def from_environment() -> Optional[Endpoint]:
-    """The endpoint an ancestor published in :data:`ENV_VAR`, if any."""
-    value = os.environ.get(ENV_VAR)
+#: :data:`ENV_VAR` as this process found it when the package was imported,
+#: before a listener of its own could overwrite it.
+_inherited = os.environ.get(ENV_VAR)
+
+
+def from_environment(inherited: bool = False) -> Optional[Endpoint]:
+    """The endpoint an ancestor published in :data:`ENV_VAR`, if any.
+
+    ``inherited=True`` reads the value the process started with.
+    """
+    value = _inherited if inherited else os.environ.get(ENV_VAR)
     if not value:
         return None
     try:

@@ -1,10 +1,9 @@
-"""``install()``, ``uninstall()`` and ``is_installed()``: switching the hooks on and off."""
+"""``install()``, ``uninstall()``, ``is_installed()``, ``attach()``: the switches."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping
 from typing import Optional, Tuple
 
@@ -93,25 +92,30 @@ def attach() -> None:
     they inherit its listener's address in the environment variable
     ``FORKSAFE_LOGGING_LISTENER``, and this call makes them forward every
     record there, as forked and spawned children do by themselves. Call it
-    once at start-up, before or after configuring logging.
+    once at start-up; before or after configuring logging, or calling
+    :func:`install`, makes no difference. It keeps this program's own logger
+    levels: set them as the records it should send require. In a process
+    that already belongs to a tree it does nothing.
 
     Raises:
         RuntimeError: There is no such variable (the program was not started
             by one that called :func:`install`, or the environment was not
-            passed on), or this process is the top of the tree itself.
+            passed on).
 
     .. versionadded:: 0.2.0
     """
     from forksafe_logging import _channel
 
-    where = _channel.from_environment()
+    if _channel._tree is not None:
+        return
+    # The value this process started with: its own install() or QueueHandler
+    # may have published its own listener since.
+    where = _channel.from_environment(inherited=True)
     if where is None:
         raise RuntimeError(
             "%s is not set: this process was not started by a program that called "
             "forksafe_logging.install(), or the environment was not passed on" % _channel.ENV_VAR
         )
-    if where[0] == os.getpid():
-        raise RuntimeError("this process runs its tree's listener: attach() is for its descendants")
     join_tree(where)
 
 

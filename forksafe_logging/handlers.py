@@ -52,7 +52,7 @@ class QueueHandler(logging.Handler):
 
     In the top process it hands each record straight to its ``handlers``; in
     every other process (forked, spawned, forkserver, or a subprocess that
-    called :func:`forksafe_logging.install`) it sends the record, made plain,
+    called :func:`forksafe_logging.attach`) it sends the record, made plain,
     over the process's own connection to the listener, which hands it to the
     same handlers in the top process. When the call returns, the record is in
     the kernel's socket buffer: a process killed right after loses nothing.

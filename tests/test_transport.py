@@ -622,10 +622,10 @@ import subprocess
 CHILD = (
     "import logging, sys, forksafe_logging\\n"
     "logging.basicConfig(filename='child-own.log', format='%(message)s')\\n"
-    "if sys.argv[1] == 'attach':\\n"
-    "    forksafe_logging.attach()\\n"   # joins: its own config is replaced by forwarding
-    "else:\\n"
+    "if 'install' in sys.argv[1]:\\n"
     "    forksafe_logging.install()\\n"  # a tree of its own: its records stay its own
+    "if 'attach' in sys.argv[1]:\\n"
+    "    forksafe_logging.attach()\\n"   # joins: its own config is replaced by forwarding
     "logging.getLogger('sub').warning('from a subprocess')\\n"
 )
 
@@ -640,6 +640,11 @@ if __name__ == "__main__":
     def test_attach_from_subprocess(self, scenario: Scenario) -> None:
         """A Python subprocess that calls attach() forwards to the top through the environment."""
         facts = scenario.run(self.BODY, None, args=["attach"]).facts
+        assert facts == {"code": 0, "lines": ["MainProcess|sub|from a subprocess"], "own": ""}
+
+    def test_attach_after_install(self, scenario: Scenario) -> None:
+        """attach() after the subprocess's own install() still joins the tree."""
+        facts = scenario.run(self.BODY, None, args=["install-attach"]).facts
         assert facts == {"code": 0, "lines": ["MainProcess|sub|from a subprocess"], "own": ""}
 
     def test_install_in_subprocess_stays_separate(self, scenario: Scenario) -> None:
