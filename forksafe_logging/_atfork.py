@@ -155,18 +155,21 @@ def after_fork_in_child() -> None:
     settings = _settings.current
     if settings is None:
         return
-    # Without a complete plan (our before hook did not run, as under uWSGI, or
-    # could not take the module lock) any handler may have been mid-write.
-    trusted = plan is not None and plan.complete
-    reach = plan.reach if plan is not None and plan.complete else None
-    if reach is None:
+    if plan is not None and plan.complete and plan.reach is not None:
+        # The walk made before the fork is in this memory too.
+        reach = plan.reach
+        # The stdlib has re-initialized the locks of its own handler classes.
+        relock = reach.custom
+        suspects = plan.busy_handlers
+    else:
+        # Our before hook did not run (uWSGI runs only the child hook) or
+        # could not take the module lock: any handler may have been mid-write.
         reach = _reach.collect(in_child=True)
-    replaced: Dict[int, Any] = {}
-    # The stdlib has re-initialized the locks of its own handler classes.
-    for handler in reach.custom if trusted else reach.handlers:
+        relock = suspects = reach.handlers
+    for handler in relock:
         if handler.lock is not None:
             _compat.reinit_lock(handler.lock)
-    suspects = plan.busy_handlers if plan is not None and trusted else reach.handlers
+    replaced: Dict[int, Any] = {}
     for handler in suspects:
         _streams.replace_stream(handler, replaced)
     for handler in reach.buffering:
