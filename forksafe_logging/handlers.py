@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from forksafe_logging import _atfork, _channel, _compat, _server, _wire
 
@@ -79,6 +79,11 @@ class QueueHandler(logging.Handler):
     .. versionadded:: 0.2.0
     """
 
+    _targets: List[logging.Handler]
+    #: Names to look up in the dictConfig that is building this handler, once
+    #: it has built them (it builds handlers in name order).
+    _pending: Optional[Tuple[List[Union[str, logging.Handler]], Any]]
+
     def __init__(
         self,
         handlers: Sequence[Union[str, logging.Handler]] = (),
@@ -88,42 +93,45 @@ class QueueHandler(logging.Handler):
         level: Union[int, str] = logging.NOTSET,
     ) -> None:
         super().__init__(level)
-        if isinstance(handlers, (str, logging.Handler)):
-            handlers = [handlers]
-        for target in handlers:
+        if isinstance(handlers, (str, logging.Handler)) or not isinstance(handlers, Iterable):
+            specs: List[Any] = [handlers]  # a bad single value is reported below
+        else:
+            specs = list(handlers)
+        for target in specs:
             if not isinstance(target, (str, logging.Handler)):
                 raise TypeError(
                     "handlers must be logging.Handler objects or names of configured "
                     "handlers; got %r" % (target,)
                 )
-        self._targets: List[logging.Handler] = []
-        #: Names to look up in the dictConfig that is building this handler,
-        #: once it has built them (it builds handlers in name order).
-        self._pending: Optional[Tuple[List[Union[str, logging.Handler]], Any]] = None
-        missing = []
-        for target in handlers:
-            found = target if isinstance(target, logging.Handler) else logging._handlers.get(target)  # type: ignore[attr-defined]
-            if found is None:
-                missing.append(target)
-            else:
-                self._targets.append(found)
-        if missing:
+        self._setup(timeout, respect_handler_level)
+        found = [
+            t if isinstance(t, logging.Handler) else logging._handlers.get(t)  # type: ignore[attr-defined]
+            for t in specs
+        ]
+        if None in found:
             configured = _compat.handlers_of_running_dict_config()
             if configured is None:
+                missing = [t for t, h in zip(specs, found) if h is None]
                 raise ValueError(
                     "QueueHandler: no handler named %s is configured"
                     % ", ".join(repr(name) for name in missing)
                 )
-            self._pending = (list(handlers), configured)
-            self._targets = []
+            self._pending = (specs, configured)
+        else:
+            self._targets = [h for h in found if h is not None]
+        if not _is_descendant():
+            server = _start_listener()
+            server.route_owners.add(self)
+
+    def _setup(self, timeout: Optional[float], respect_handler_level: bool) -> None:
+        self._targets = []
+        self._pending = None
         self.timeout = _check_timeout(timeout)
         self.respect_handler_level = respect_handler_level
         #: Records given up on after ``timeout`` seconds, in this process.
         self.dropped = 0
+        #: Sends to the top's logger tree rather than to handlers of its own.
         self._tree = False
-        if not _is_descendant():
-            server = _start_listener()
-            server.route_owners.add(self)
 
     @property
     def route(self) -> str:
@@ -188,13 +196,14 @@ class QueueHandler(logging.Handler):
 
 
 def tree_forwarder() -> QueueHandler:
-    """A handler that sends records to be dispatched through the top's logger tree."""
+    """A handler that sends records to be dispatched through the top's logger tree.
+
+    Made without ``__init__``, which would start a listener in a process
+    that has none: this one only ever sends.
+    """
     handler = QueueHandler.__new__(QueueHandler)
     logging.Handler.__init__(handler)
-    handler._targets = []
-    handler.timeout = None
-    handler.respect_handler_level = True
-    handler.dropped = 0
+    handler._setup(None, True)
     handler._tree = True
     # Used only when the listener is gone and records go to stderr instead.
     handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))

@@ -39,6 +39,11 @@ def _restore_logging() -> Iterator[None]:
     handlers, level = root.handlers[:], root.level
     yield
     forksafe_logging.uninstall()
+    # A QueueHandler made in a test starts this process's listener.
+    from forksafe_logging import _channel, _server
+
+    _server.stop(0)
+    _channel.unpublish()
     for handler in root.handlers[:]:
         if handler not in handlers:
             root.removeHandler(handler)
