@@ -85,7 +85,9 @@ def before_fork() -> None:
     if server is not None:
         # Our listener thread must not be why 3.12+ warns about this fork.
         plan.quieted = _compat.quiet_fork_warning(1 if server.thread.is_alive() else 0)
-    if settings is None:
+    if settings is None or settings.child == "forward":
+        # A forwarding child never uses what it inherits (see the child
+        # hook): there is nothing here to bring to a consistent point.
         return
     deadline = time.monotonic() + settings.fork_timeout
     # The module lock first, as dictConfig and logging.shutdown() take it
@@ -155,6 +157,12 @@ def after_fork_in_child() -> None:
     settings = _settings.current
     if settings is None:
         return
+    if settings.child == "forward":
+        # A child of a forwarding process already forwards: its handlers are
+        # forwarders, and the undo record stays as it is.
+        if not _settings.undo:
+            _settings.undo[:] = _forward.abandon_and_forward()
+        return
     if plan is not None and plan.complete and plan.reach is not None:
         # The walk made before the fork is in this memory too.
         reach = plan.reach
@@ -183,11 +191,6 @@ def after_fork_in_child() -> None:
         _child_listener(listener, reach.handlers, settings.child)
     if settings.child == "reset":
         _reset_configuration(settings)
-    elif settings.child == "forward":
-        # Handlers inherited from a process that already forwarded are
-        # forwarders: nothing to replace, and the undo record stays as it is.
-        if not _settings.undo:
-            _settings.undo[:] = _forward.forward_tree()
     else:
         for handler in reach.sockets:
             _reconnect_later(handler)

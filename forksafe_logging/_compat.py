@@ -144,11 +144,13 @@ def quiet_fork_warning(our_threads: int) -> bool:
 
 
 def unquiet_fork_warning() -> None:
-    try:
-        warnings.filters.remove(_QUIET_FORK)  # type: ignore[attr-defined]
-    except ValueError:
-        return
-    warnings._filters_mutated()  # type: ignore[attr-defined]
+    filters: Any = warnings.filters
+    # By identity: list.remove() would compare every filter, regex and all.
+    for index, entry in enumerate(filters):
+        if entry is _QUIET_FORK:
+            del filters[index]
+            warnings._filters_mutated()  # type: ignore[attr-defined]
+            return
 
 
 def being_spawned_by_multiprocessing() -> bool:

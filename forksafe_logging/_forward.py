@@ -15,9 +15,11 @@ logging set-up at module level there), calls :func:`attach_spawned`.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing.process
-from typing import Any, Callable, Dict, List, Tuple
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: The key in ``multiprocessing.current_process()._config``.
 CONFIG_KEY = "forksafe_logging"
@@ -47,6 +49,75 @@ def forward_tree() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
         if logger is logging.root or not logger.propagate:
             logger.handlers.append(forwarder)
     return taken
+
+
+def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
+    """In a forked child: forward, leaving the inherited handlers untouched forever.
+
+    The inherited handlers are the parent's; the child will not use them. So
+    their handler lists are abandoned whole (never freed, so no handler is
+    ever deallocated, flushed or closed here: whatever a thread of the parent
+    had half-written stays unwritten in the child), and at exit
+    ``logging.shutdown()`` sees only the handlers made after the fork.
+    Touching nothing else is what keeps this cheap: after a fork every
+    object written to costs a page fault (about 3 us here), and even freeing
+    a handler's weak reference writes to the handler.
+    """
+    from forksafe_logging import _streams
+
+    _shutdown_only_handlers_made_from_now_on()
+    # Made in the parent (prepare_forwarder): a handler made here would cost
+    # about 100 us of faults in logging's registries.
+    forwarder = _forwarder if _forwarder is not None else _new_forwarder()
+    taken = []
+    for logger in _loggers():
+        taken.append((logger, logger.handlers, logger.filters))
+        logger.handlers = [forwarder] if logger is logging.root or not logger.propagate else []
+        logger.filters = []
+    # One never-freed list keeps every inherited handler list alive.
+    _streams.abandon(list(taken))
+    return taken
+
+
+#: The forwarder forked children put on their loggers, made before the fork.
+_forwarder: Optional[logging.Handler] = None
+
+
+def _new_forwarder() -> logging.Handler:
+    from forksafe_logging.handlers import tree_forwarder
+
+    return tree_forwarder()
+
+
+def prepare_forwarder() -> None:
+    """Make the forwarder that forked children will use, while it is cheap."""
+    global _forwarder
+    if _forwarder is None:
+        _forwarder = _new_forwarder()
+
+
+class _Marker:
+    """Stands in ``logging._handlerList`` where the handlers made in this process begin."""
+
+
+_marker = _Marker()
+
+
+def _shutdown_only_handlers_made_from_now_on() -> None:
+    handler_list: List[Any] = logging._handlerList  # type: ignore[attr-defined]
+    handler_list.append(weakref.ref(_marker))
+    atexit.unregister(logging.shutdown)
+    atexit.register(_shutdown_new_handlers)
+
+
+def _shutdown_new_handlers() -> None:
+    """``logging.shutdown()`` for the handlers made after the fork only."""
+    handler_list: List[Any] = logging._handlerList  # type: ignore[attr-defined]
+    for index, ref in enumerate(handler_list):
+        if ref() is _marker:
+            logging.shutdown(handler_list[index + 1 :])
+            return
+    logging.shutdown()
 
 
 def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:

@@ -79,6 +79,7 @@ def install(
                 _settings.started_listener = True
             _start_listener()
             _forward.advertise()
+            _forward.prepare_forwarder()
         else:
             _forward.withdraw()
         _settings.current = settings
@@ -138,6 +139,7 @@ def _become_descendant(settings: _settings.Settings) -> None:
     if not _settings.undo:
         _settings.undo[:] = _forward.forward_tree()
     _forward.advertise()
+    _forward.prepare_forwarder()
     _settings.current = settings
 
 

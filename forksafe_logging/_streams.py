@@ -21,16 +21,23 @@ from typing import Any, Dict, List, Optional
 _abandoned: List[Any] = []
 
 
-def abandon(stream: Any) -> None:
-    """Keep ``stream`` alive for the rest of the process, so it is never flushed."""
-    try:
-        import ctypes
+try:  # imported here, not in a fork hook
+    import ctypes
 
+    _incref: Any = ctypes.pythonapi.Py_IncRef
+    _py_object: Any = ctypes.py_object
+except Exception:  # pragma: no cover - interpreters without ctypes
+    _incref = None
+
+
+def abandon(obj: Any) -> None:
+    """Keep ``obj`` alive for the rest of the process, so it is never flushed or closed."""
+    if _incref is not None:
         # One extra reference that nobody owns: the object is never freed,
         # not even while the interpreter shuts down.
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(stream))
-    except Exception:  # pragma: no cover - interpreters without ctypes
-        _abandoned.append(stream)
+        _incref(_py_object(obj))
+    else:  # pragma: no cover
+        _abandoned.append(obj)
 
 
 def fresh_stream(old: Any) -> Optional[Any]:

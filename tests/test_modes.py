@@ -168,3 +168,42 @@ class TestInheritPool:
         """A listener restarted in a pool worker handles the worker's records before it exits."""
         facts = scenario.run(self.BODY, {"child": "inherit"}).facts
         assert facts["counts"] == {"task %d" % n: 1 for n in range(16)}
+
+
+class TestForwardChildExit:
+    BODY = """
+        import collections, logging
+        import forksafe_logging
+        from scenario_lib import child, report
+
+        class Batching(logging.StreamHandler):
+            # Leaves records in the file object's buffer: writes happen in batches.
+            def flush(self):
+                pass
+
+        stream = open("out.log", "a")
+        logging.getLogger().addHandler(Batching(stream))
+        forksafe_logging.install()
+        logging.warning("before the fork")
+
+        def in_child():
+            logging.warning("child")  # forwarded to the top's handlers
+            # A handler the child makes for itself is flushed at its exit.
+            own = logging.StreamHandler(open("child.log", "a"))
+            own.setFormatter(logging.Formatter("%(message)s"))
+            own.handle(logging.makeLogRecord({"msg": "own handler"}))
+
+        outcome = child(in_child, exit="normal")
+        forksafe_logging.flush(10)
+        stream.flush()
+        with open("out.log") as f, open("child.log") as g:
+            report(child=outcome, counts=collections.Counter(f.read().splitlines()),
+                   own=g.read().splitlines())
+    """
+
+    def test_inherited_buffers_never_written_by_the_child(self, scenario: Scenario) -> None:
+        """Forwarding: the parent's buffered bytes are written once; the child's own flush."""
+        facts = scenario.run(self.BODY, None).facts
+        assert facts["child"] == "ok"
+        assert facts["counts"] == {"before the fork": 1, "child": 1}
+        assert facts["own"] == ["own handler"]
