@@ -79,6 +79,8 @@ class QueueHandler(logging.Handler):
     .. versionadded:: 0.2.0
     """
 
+    #: Records given up on after ``timeout`` seconds, in this process.
+    dropped: int
     _targets: List[logging.Handler]
     #: Names to look up in the dictConfig that is building this handler, once
     #: it has built them (it builds handlers in name order).
@@ -128,7 +130,6 @@ class QueueHandler(logging.Handler):
         self._pending = None
         self.timeout = _check_timeout(timeout)
         self.respect_handler_level = respect_handler_level
-        #: Records given up on after ``timeout`` seconds, in this process.
         self.dropped = 0
         #: Sends to the top's logger tree rather than to handlers of its own.
         self._tree = False
