@@ -6,7 +6,12 @@ Build with warnings as errors, as ``make docs`` does::
     sphinx-build -W --keep-going -b doctest docs docs/_build/doctest
 """
 
+import sys
+from pathlib import Path
+
 import forksafe_logging
+
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "forksafe_logging"
 author = "the forksafe_logging authors"
@@ -23,11 +28,12 @@ extensions = [
     # uninstall(), so no page sees another's settings.
     "sphinx.ext.doctest",
     "sphinx.ext.napoleon",
+    "benchplot",  # draws _generated/throughput.svg from benchmarks.json
 ]
 
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_ext"]
 
 # Links such as [Forwarding](how-it-works.md#forwarding) may point at headings.
 myst_heading_anchors = 3
