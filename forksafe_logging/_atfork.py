@@ -12,6 +12,11 @@ happened to be. So, throughout:
 - no thread is started in the child hook (that breaks gevent-patched
   programs): an inherited listener restarts on first use.
 
+In ``"forward"`` mode a child uses nothing it inherited, so the parent takes
+no handler lock and the child abandons the inherited handlers whole
+(:func:`forksafe_logging._forward.abandon_and_forward`). The repairs below are
+for ``"inherit"`` and ``"reset"``.
+
 ``os.register_at_fork`` runs ``before`` hooks in reverse order of registration
 and ``after_*`` hooks in order. ``logging`` registers at import, before us, so
 our ``before`` runs first and our ``after_in_child`` runs after the stdlib has

@@ -1,4 +1,4 @@
-"""What ``install()`` was asked for, as one immutable object the hooks read."""
+"""What ``install()`` was asked for, and the little state it keeps between calls."""
 
 from __future__ import annotations
 
@@ -21,17 +21,6 @@ class Settings:
         self.child = child
         self.config = config
         self.fork_timeout = fork_timeout
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Settings):
-            return NotImplemented
-        return (self.child, self.config, self.fork_timeout) == (
-            other.child,
-            other.config,
-            other.fork_timeout,
-        )
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 #: The settings in force, or ``None`` when not installed. The hooks read this
