@@ -32,6 +32,8 @@ CHALLENGE_SIZE = 32
 #: At exit, how long the listener still waits for records that are half-sent.
 SHUTDOWN_TIMEOUT = 2.0
 _RECV_SIZE = 1 << 18
+#: sun_path holds 108 bytes on Linux, with the terminating NUL.
+_MAX_SOCKET_PATH = 107
 
 
 def answer(key: bytes, challenge: bytes) -> bytes:
@@ -58,6 +60,11 @@ class Server:
         self.key = os.urandom(32)
         self.directory = tempfile.mkdtemp(prefix="forksafe-logging-")  # mode 0700
         self.address = os.path.join(self.directory, "listener.sock")
+        if len(os.fsencode(self.address)) > _MAX_SOCKET_PATH:
+            # A long TMPDIR: Unix socket paths are limited to 107 bytes.
+            os.rmdir(self.directory)
+            self.directory = tempfile.mkdtemp(prefix="forksafe-logging-", dir="/tmp")
+            self.address = os.path.join(self.directory, "listener.sock")
         self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listening.bind(self.address)
         self._listening.listen(128)

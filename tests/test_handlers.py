@@ -110,3 +110,17 @@ class TestWire:
         """Frames we never send (unknown number, tag, shape, bytes) are Garbage."""
         with pytest.raises(_wire.Garbage):
             _wire.Decoder().feed(payload)
+
+
+class TestListenerSocket:
+    def test_long_tmpdir(self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A TMPDIR too long for a Unix socket path falls back to /tmp; the socket works."""
+        import os
+        import tempfile
+
+        long_dir = tmp_path / ("d" * 100)
+        long_dir.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
+        listener = forksafe_logging.QueueListener()
+        assert os.path.dirname(os.path.dirname(listener.address)) == "/tmp"
+        assert os.stat(os.path.dirname(listener.address)).st_mode & 0o777 == 0o700
