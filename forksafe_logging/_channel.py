@@ -97,7 +97,6 @@ class Channel:
         self.numbers: Dict[_wire.StaticKey, int] = {}
         self.gone = False
         self.warned = False
-        self.dropped = 0
 
     def _connect(self, timeout: Optional[float]) -> socket.socket:
         where = endpoint()
@@ -159,8 +158,9 @@ class Channel:
                     # Drop a record before any byte of it is out, while we can:
                     # the connection stays usable for the next one.
                     remaining = max(0.0, deadline - time.monotonic())
-                    if not select.select([], [sock], [], remaining)[1]:
-                        self.dropped += 1
+                    poller = select.poll()  # not select(): descriptors may be > 1023
+                    poller.register(sock, select.POLLOUT)
+                    if not poller.poll(remaining * 1000):
                         return False
                     sock.settimeout(max(0.0, deadline - time.monotonic()))
                 elif sock.gettimeout() is not None:
@@ -173,7 +173,6 @@ class Channel:
                 # Part of the frame may be out: this connection's stream is
                 # spoiled. The listener counts the half frame; reconnect later.
                 self._discard()
-                self.dropped += 1
                 return False
             except OSError as exc:
                 self._discard()
