@@ -275,6 +275,10 @@ class Server:
         """Handle every record that has reached the listener's sockets."""
         if not self.thread.is_alive():
             return False
+        if threading.current_thread() is self.thread:
+            # A handler flushing from inside a dispatch: the connection being
+            # parsed cannot be read into now, and it is being drained anyway.
+            return True
         return self._call(self._drain, timeout)
 
     def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
