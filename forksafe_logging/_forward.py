@@ -38,17 +38,18 @@ def forward_tree() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
 
     Returns what was taken, so that ``uninstall()`` can put it back.
     """
-    from forksafe_logging.handlers import tree_forwarder
-
-    forwarder = tree_forwarder()
+    forwarder = _new_forwarder()
     taken = []
     for logger in _loggers():
         taken.append((logger, logger.handlers[:], logger.filters[:]))
-        del logger.handlers[:]
+        logger.handlers[:] = _forwarding_handlers(logger, forwarder)
         del logger.filters[:]
-        if logger is logging.root or not logger.propagate:
-            logger.handlers.append(forwarder)
     return taken
+
+
+def _forwarding_handlers(logger: logging.Logger, forwarder: logging.Handler) -> List[Any]:
+    """A forwarder where a record's walk up the tree ends: once per record, always."""
+    return [forwarder] if logger is logging.root or not logger.propagate else []
 
 
 def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
@@ -72,7 +73,7 @@ def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     taken = []
     for logger in _loggers():
         taken.append((logger, logger.handlers, logger.filters))
-        logger.handlers = [forwarder] if logger is logging.root or not logger.propagate else []
+        logger.handlers = _forwarding_handlers(logger, forwarder)
         logger.filters = []
     # One never-freed list keeps every inherited handler list alive.
     _streams.abandon(list(taken))
