@@ -31,6 +31,9 @@ Variants:
 - ``imported``: the same configuration, ``forksafe_logging`` imported but not
   installed: what the import alone costs a fork (it imports
   ``multiprocessing``), so installed/imported is what the hooks cost.
+- ``listener-only``: ``install()``, then the hooks switched off while the
+  listener thread and its sockets stay: installed/listener-only is what the
+  hooks themselves cost, listener-only/imported what the listener's state costs.
 - ``plain-bare`` and ``installed-bare``: no handler and no listener at all,
   without and with ``install()``: the fixed cost of the hooks.
 
@@ -70,7 +73,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-VARIANTS = ("plain", "installed", "imported", "plain-bare", "installed-bare")
+VARIANTS = ("plain", "installed", "imported", "listener-only", "plain-bare", "installed-bare")
 #: The pairs reported as ratios, the goal's first.
 RATIOS = (
     ("installed", "plain"),
@@ -174,15 +177,24 @@ def worker(variant: str, forks: int, handlers: int, child: Optional[str]) -> Non
     bare = variant.endswith("-bare")
     with tempfile.TemporaryDirectory(prefix="fork-cost-") as tmp:
         listeners = [] if bare else configure(handlers, Path(tmp))
-        if variant.startswith(("installed", "imported")):
+        if variant.startswith(("installed", "imported", "listener")):
             try:
                 import forksafe_logging
             except ImportError:  # run from a checkout without installing it
                 sys.path.insert(0, str(REPO_ROOT))
                 import forksafe_logging
-            if variant.startswith("installed"):
+            if variant.startswith(("installed", "listener")):
                 # child=None: whatever install() does by default.
                 forksafe_logging.install(**({} if child is None else {"child": child}))
+            if variant == "listener-only":
+                # The listener thread and its sockets stay; the hooks see
+                # neither settings nor listener, so they return at once. What
+                # is left over "imported" is the cost of that state alone.
+                from forksafe_logging import _server, _settings
+
+                _settings.current = None
+                keep_alive = _server._server  # noqa: F841
+                _server._server = None
         time_forks(WARMUP_FORKS)
         gc.collect()
         samples = time_forks(forks)
