@@ -299,17 +299,9 @@ def _reconnect_later(handler: logging.Handler) -> None:
             _report("could not reconnect %r in the child: %s" % (handler, exc))
 
 
-def _all_loggers() -> List[logging.Logger]:
-    loggers: List[logging.Logger] = [logging.root]
-    for logger in logging.Logger.manager.loggerDict.values():
-        if isinstance(logger, logging.Logger):
-            loggers.append(logger)
-    return loggers
-
-
 def _reset_configuration(settings: _settings.Settings) -> None:
     """Drop the inherited handlers (closing nothing) and apply the child's configuration."""
-    for logger in _all_loggers():
+    for logger in _reach.loggers():
         del logger.handlers[:]
     config = settings.config
     if config is None:

@@ -21,16 +21,10 @@ import multiprocessing.process
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from forksafe_logging import _reach
+
 #: The key in ``multiprocessing.current_process()._config``.
 CONFIG_KEY = "forksafe_logging"
-
-
-def _loggers() -> List[logging.Logger]:
-    loggers: List[logging.Logger] = [logging.root]
-    for logger in list(logging.Logger.manager.loggerDict.values()):
-        if isinstance(logger, logging.Logger):
-            loggers.append(logger)
-    return loggers
 
 
 def forward_tree() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
@@ -40,7 +34,7 @@ def forward_tree() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     """
     forwarder = _new_forwarder()
     taken = []
-    for logger in _loggers():
+    for logger in _reach.loggers():
         taken.append((logger, logger.handlers[:], logger.filters[:]))
         logger.handlers[:] = _forwarding_handlers(logger, forwarder)
         del logger.filters[:]
@@ -71,7 +65,7 @@ def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     # about 100 us of faults in logging's registries.
     forwarder = _forwarder if _forwarder is not None else _new_forwarder()
     taken = []
-    for logger in _loggers():
+    for logger in _reach.loggers():
         taken.append((logger, logger.handlers, logger.filters))
         logger.handlers = _forwarding_handlers(logger, forwarder)
         logger.filters = []
@@ -130,7 +124,9 @@ def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:
 
 def levels() -> Tuple[Dict[str, int], int]:
     """The levels set in this process's logger tree, and ``logging.disable``'s level."""
-    found = {logger.name: logger.level for logger in _loggers() if logger.level != logging.NOTSET}
+    found = {
+        logger.name: logger.level for logger in _reach.loggers() if logger.level != logging.NOTSET
+    }
     found[""] = logging.root.level
     return found, logging.Logger.manager.disable
 

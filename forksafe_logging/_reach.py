@@ -72,6 +72,16 @@ def _extra_locks(handler: logging.Handler) -> List[Any]:
     return found
 
 
+def loggers() -> List[logging.Logger]:
+    """The root logger and every other logger (not the placeholders)."""
+    found: List[logging.Logger] = [logging.root]
+    # A dict copy is atomic under the GIL; iterating the live dict is not.
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            found.append(logger)
+    return found
+
+
 def _writes_to_stream_socket(handler: logging.Handler) -> bool:
     # Datagrams do not interleave: a DatagramHandler or UDP syslog is fine shared.
     if isinstance(handler, logging.handlers.SocketHandler):
@@ -85,12 +95,9 @@ def collect(in_child: bool = False) -> Reach:
     """Walk the loggers, their handlers, and the listeners that were running."""
     reach = Reach()
     seen: Set[int] = set()
-    pending: List[Any] = list(logging.root.handlers)
-    # A dict copy is atomic under the GIL; iterating the live dict is not.
-    for logger in list(logging.Logger.manager.loggerDict.values()):
-        handlers = getattr(logger, "handlers", None)  # PlaceHolder has none
-        if handlers:
-            pending.extend(handlers)
+    pending: List[Any] = []
+    for logger in loggers():
+        pending.extend(logger.handlers)
     for target in _compat.thread_targets(in_child):
         owner = getattr(target, "__self__", None)
         if isinstance(owner, logging.handlers.QueueListener):
