@@ -156,6 +156,7 @@ def after_fork_in_child() -> None:
     # Plans of threads that forked concurrently: those threads are gone.
     _plans.clear()
     _compat.reinit_lock(_settings.install_lock)
+    _compat.reinit_lock(_register_lock)
     _compat.unquiet_fork_warning()
     # The parent's listener and connection are not this process's.
     _channel.after_fork_in_child(_server.after_fork_in_child())
