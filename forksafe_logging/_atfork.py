@@ -38,7 +38,16 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Set
 
-from forksafe_logging import _channel, _compat, _forward, _reach, _server, _settings, _streams
+from forksafe_logging import (
+    _channel,
+    _compat,
+    _forward,
+    _reach,
+    _server,
+    _settings,
+    _streams,
+    _structlog_locks,
+)
 
 
 class _Plan:
@@ -90,11 +99,17 @@ def before_fork() -> None:
     if server is not None:
         # Our listener thread must not be why 3.12+ warns about this fork.
         plan.quieted = _compat.quiet_fork_warning(1 if server.thread.is_alive() else 0)
-    if settings is None or settings.child == "forward":
-        # A forwarding child never uses what it inherits (see the child
-        # hook): there is nothing here to bring to a consistent point.
+    if settings is None:
         return
     deadline = time.monotonic() + settings.fork_timeout
+    # structlog writes to its files itself, in every mode: no thread may be
+    # in the middle of a line when the child's copy of the file is made.
+    for _, lock in _structlog_locks.write_locks():
+        _take(lock, deadline, plan)
+    if settings.child == "forward":
+        # A forwarding child never uses the logging it inherits (see the
+        # child hook): there is nothing more to bring to a consistent point.
+        return
     # The module lock first, as dictConfig and logging.shutdown() take it
     # before handler locks. Holding a handler lock while the stdlib's own hook
     # waits for the module lock can deadlock the parent (bpo-36533); if the
@@ -163,6 +178,9 @@ def after_fork_in_child() -> None:
     settings = _settings.current
     if settings is None:
         return
+    for _, lock in _structlog_locks.write_locks():
+        # Taken by our before hook, or held by a thread that is not here.
+        _compat.reinit_lock(lock)
     if settings.child == "forward":
         # A child of a forwarding process already forwards: its handlers are
         # forwarders, and the undo record stays as it is.
