@@ -19,6 +19,10 @@ JSON array.
 - ``D[id, route, name, levelno, levelname, pathname, lineno, funcName,
   thread, threadName, processName, process, taskName]``
 - ``R[id, msg, created, msecs, relativeCreated, exc_text, stack_info, extras]``
+
+``msg`` is a string, or an object for a ``dict`` message (structlog's event
+dicts): kept structured, so that a formatter in the top process (structlog's
+``ProcessorFormatter``, a JSON formatter) sees keys and values, not a repr.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ import logging
 import math
 import os.path
 import struct
+import sys
 import traceback
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 HEADER = struct.Struct(">I")
 #: Frames larger than this are refused as garbage (a 10 MB message fits).
@@ -87,9 +92,67 @@ def _finite(value: Any) -> float:
     return number if math.isfinite(number) else 0.0
 
 
-def message(record: logging.LogRecord) -> str:
-    """The record's message merged with its arguments, whatever they are."""
+def _plain(value: Any, depth: int = 0) -> Any:
+    """``value`` as plain data: containers rebuilt, anything else not plain as its ``repr``."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else _safe_repr(value)
+    if depth < 32:
+        if kind is dict:
+            return {
+                k if type(k) is str else _safe_repr(k): _plain(v, depth + 1)
+                for k, v in value.items()
+            }
+        if kind is list or kind is tuple:
+            return [_plain(v, depth + 1) for v in value]
+    return _safe_repr(value)
+
+
+def _format_exc_info(exc_info: Any) -> Optional[str]:
+    """A traceback as text, from what structlog accepts as ``exc_info``."""
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple):
+        exc_info = sys.exc_info()
+    if len(exc_info) != 3 or exc_info[0] is None:
+        return None
     try:
+        text = "".join(traceback.format_exception(*exc_info))
+    except Exception as exc:
+        return "Traceback could not be formatted: %s" % _safe_repr(exc)
+    return text[:-1] if text.endswith("\n") else text
+
+
+def event(msg: Dict[Any, Any]) -> Dict[str, Any]:
+    """A structlog event dict (a record's ``msg``) made plain, keys kept.
+
+    An ``exc_info`` in it is the sender's exception, which only the sender
+    can format (``True`` means "the one being handled here"): it becomes the
+    traceback's text under ``"exception"``, as structlog's
+    ``format_exc_info`` processor does.
+    """
+    plain: Dict[str, Any] = _plain(msg)
+    if "exc_info" in msg:
+        del plain["exc_info"]
+        exc_info = msg["exc_info"]
+        text = _format_exc_info(exc_info) if exc_info else None
+        if text is not None:
+            plain.setdefault("exception", text)
+    return plain
+
+
+def message(record: logging.LogRecord) -> Union[str, Dict[str, Any]]:
+    """The record's message merged with its arguments, whatever they are.
+
+    A ``dict`` message without arguments stays a dict (made plain): it is
+    structured data, as structlog's ``ProcessorFormatter.wrap_for_formatter``
+    and JSON formatters use it, and ``getMessage()`` would flatten it.
+    """
+    try:
+        if type(record.msg) is dict and not record.args:
+            return event(record.msg)
         return str(record.getMessage())
     except Exception as exc:  # a bad format string or a broken __str__
         return "%s %% %s [message could not be formatted: %s]" % (
@@ -162,7 +225,7 @@ def definition(number: int, key: StaticKey) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def record_frame(number: int, msg: str, record: logging.LogRecord) -> bytes:
+def record_frame(number: int, msg: Union[str, Dict[str, Any]], record: logging.LogRecord) -> bytes:
     """An ``R`` frame: the changing fields of ``record``, with its definition's number."""
     exc_text = _exc_text(record)
     stack = _opt_str(record.stack_info) if record.stack_info else None
@@ -170,7 +233,7 @@ def record_frame(number: int, msg: str, record: logging.LogRecord) -> bytes:
     created = _finite(record.created)
     msecs = _finite(record.msecs)
     relative = _finite(record.relativeCreated)
-    if exc_text is None and stack is None and extras is None:
+    if exc_text is None and stack is None and extras is None and type(msg) is str:
         # The common case, without the general encoder: repr() of a finite
         # float is valid JSON, and the message is escaped by json's C code.
         payload = b"R[%d,%s,%r,%r,%r,null,null,null]" % (
@@ -224,12 +287,19 @@ class Decoder:
             if tag == b"R":
                 number, msg, created, msecs, relative, exc_text, stack, extras = fields
                 route, template = self.definitions[number]
-                if type(msg) is not str or (extras is not None and type(extras) is not dict):
+                if (type(msg) is not str and type(msg) is not dict) or (
+                    extras is not None and type(extras) is not dict
+                ):
                     raise Garbage("fields of the wrong type")
                 record = _new_record(logging.LogRecord)
                 d = record.__dict__
                 if extras:
                     d.update(extras)
+                    if "_logger" in extras and "_name" in extras:
+                        # structlog's wrap_for_formatter: the sender's stdlib
+                        # logger, which travelled as its repr. Its namesake
+                        # here serves ProcessorFormatter's processors.
+                        d["_logger"] = logging.getLogger(template["name"])
                 d.update(template)
                 d["msg"] = msg
                 d["created"] = created
