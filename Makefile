@@ -11,7 +11,7 @@ FULL_STRESS_RUNS ?= 500
 $(VENV)/.ready: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test,lint,docs]'
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test,lint,docs,structlog]'
 	touch $@
 
 demo: $(VENV)/.ready

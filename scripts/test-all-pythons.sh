@@ -9,6 +9,11 @@ root=$(pwd)
 wheel_dir="$root/dist"
 # FORKSAFE_PYTHONS="3.12 3.13" narrows the run to those versions.
 read -r -a versions <<< "${FORKSAFE_PYTHONS:-3.9 3.10 3.11 3.12 3.13}"
+# The suite runs first without structlog (its tests skip, and say why), then
+# tests/test_structlog.py runs again with each of these structlog versions:
+# the oldest the extra allows, and the newest this Python can install.
+# FORKSAFE_STRUCTLOG="" leaves those runs out.
+read -r -a structlogs <<< "${FORKSAFE_STRUCTLOG-structlog==21.1.0 structlog}"
 
 find_python() {  # $1 = minor version, e.g. 3.12 -> path of an interpreter, or nothing
     local v=$1 prefix
@@ -45,10 +50,22 @@ for v in "${versions[@]}"; do
         failed+=("$v (install)")
         continue
     fi
-    echo "=== Python $v ($("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')): tests against $(basename "$wheel")"
+    "$venv/bin/python" -m pip uninstall -q -y structlog >/dev/null 2>&1
+    echo "=== Python $v ($("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')): tests against $(basename "$wheel"), structlog not installed"
     # The pytest script, not 'python -m pytest': the latter puts the source
     # tree on sys.path, and the suite must import the installed wheel.
-    if (cd "$root" && FORKSAFE_TEST_WHEEL=1 "$venv/bin/pytest" "$@"); then
+    ok=1
+    (cd "$root" && FORKSAFE_TEST_WHEEL=1 "$venv/bin/pytest" -rs "$@") || ok=0
+    for spec in "${structlogs[@]}"; do
+        if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$spec"; then
+            failed+=("$v ($spec: install)")
+            ok=0
+            continue
+        fi
+        echo "=== Python $v: structlog tests with structlog $("$venv/bin/python" -c 'import structlog; print(structlog.__version__)')"
+        (cd "$root" && FORKSAFE_TEST_WHEEL=1 "$venv/bin/pytest" "$@" tests/test_structlog.py) || ok=0
+    done
+    if [ $ok = 1 ]; then
         ran+=("$v")
     else
         failed+=("$v")
