@@ -65,14 +65,17 @@ forksafe_logging.install()
 #: The recipe, then what the checks need. Read by gunicorn in the master,
 #: at start and again on each HUP.
 CONFIG = '''\
+import io
 import logging
 import os
 import threading
+import time
 
 exec(compile(open({recipe!r}).read(), {recipe!r}, "exec"))
 
 INSTALL = {install!r}
 TICKER = {ticker!r}
+SLOW_FILE = {slow_file!r}
 
 
 class WriterFormatter(logging.Formatter):
@@ -88,6 +91,30 @@ logconfig_dict["formatters"]["line"] = {{
     "fmt": "%(writer)d %(process)d %(name)s %(message)s",
 }}
 logconfig_dict["loggers"]["gunicorn.error"]["level"] = {error_level!r}
+
+
+class SlowFile(io.FileIO):
+    """A file on a slow disk: each write takes 0.1 ms more.
+
+    The buffer above it holds its lock meanwhile, so the ticker holds the
+    lock most of the time, as a thread writing to a slow pipe would.
+    """
+
+    def write(self, data):
+        time.sleep(0.0001)
+        return super().write(data)
+
+
+class SlowFileHandler(logging.FileHandler):
+    def _open(self):
+        raw = SlowFile(self.baseFilename, "a")
+        return io.TextIOWrapper(io.BufferedWriter(raw), encoding=self.encoding or "utf-8")
+
+
+if SLOW_FILE:
+    file_handler = logconfig_dict["handlers"]["file"]
+    file_handler["()"] = SlowFileHandler
+    del file_handler["class"]
 # gunicorn 25+ runs a control socket in the master: one per test directory.
 control_socket = os.path.abspath("gunicorn.ctl")
 
@@ -152,6 +179,8 @@ class Variant:
     max_requests: int = 0
     #: The level of gunicorn's own logger, ``gunicorn.error``.
     error_level: str = "INFO"
+    #: Each write to the log file takes 0.1 ms more, as on a slow disk.
+    slow_file: bool = False
     #: Where install() is called: the recipe's ``on_starting`` hook
     #: (``"config"``), or the application module (``"app"``, with --preload).
     install_in: str = "config"
@@ -170,7 +199,8 @@ VARIANTS = {
         "gevent", workers=2, hup=True, error_level="WARNING", ticker=True
     ),
     "sync-max-requests": Variant(max_requests=100),
-    "sync-ticker-max-requests": Variant(ticker=True, max_requests=100),
+    # The control below, with install().
+    "sync-ticker-max-requests": Variant(ticker=True, slow_file=True, max_requests=100),
 }
 
 _unavailable: Dict[str, Optional[str]] = {}
@@ -214,6 +244,7 @@ class Server:
                 recipe=str(RECIPE),
                 install=install and not in_app,
                 ticker=variant.ticker,
+                slow_file=variant.slow_file,
                 error_level=variant.error_level,
             )
         )
@@ -516,12 +547,15 @@ def test_control_without_install_workers_hang_booting(tmp_path: Path) -> None:
 
     A worker forked while the master's thread is inside the log file's
     ``write()`` inherits that stream's lock held, and blocks for ever on its
-    first record, "Booting worker with pid". Each fork is a new draw: the
+    first record, "Booting worker with pid". The file is slow (each write
+    0.1 ms), so the thread is nearly always inside ``write()``: the first
+    fork hangs (every time in 20 runs on each Python here). At full speed it
+    took 1 to over 20 forks, on 3.9 most of all. Each fork is a new draw: the
     test adds workers (SIGTTIN) until one is stuck, at most ``max_forks``.
     """
     max_forks = 20
     require("sync")
-    server = Server(tmp_path, Variant(workers=1, ticker=True), install=False)
+    server = Server(tmp_path, Variant(workers=1, ticker=True, slow_file=True), install=False)
     try:
         forks = 1
         stuck: Set[int] = set()
