@@ -34,7 +34,7 @@ REQUESTS = 2000
 CLIENTS = 4
 #: How long gunicorn may take to stop, and its workers to finish after SIGTERM.
 STOP_TIMEOUT = 40
-GRACEFUL_TIMEOUT = 10
+GRACEFUL_TIMEOUT = 5
 #: How long the requests of one run may take, at most (about 1 s here).
 LOAD_TIMEOUT = 60
 
@@ -296,13 +296,41 @@ class Server:
         self.pid = self.process.pid
 
     def stop(self) -> int:
-        """SIGTERM, gunicorn's graceful stop; its exit status."""
+        """SIGTERM, gunicorn's graceful stop; its exit status.
+
+        Fails as soon as a worker blocks on a lock on its way out.
+        """
         self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail("gunicorn did not stop within %d s of SIGTERM%s" % (STOP_TIMEOUT, self))
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while True:
+            try:
+                return self.process.wait(0.05)  # a polling interval
+            except subprocess.TimeoutExpired:
+                pass
+            self.fail_if_stuck()
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail("gunicorn did not stop within %d s of SIGTERM%s" % (STOP_TIMEOUT, self))
+
+    def fail_if_stuck(self) -> None:
+        stuck = sorted(pid for pid in self.workers() if blocked_on_a_lock(pid))
+        if stuck:
+            pytest.fail("workers %s are blocked on a lock%s" % (stuck, self))
+
+    def settle(self, count: int) -> None:
+        """Wait until ``count`` workers run, all booted.
+
+        gunicorn loses a SIGTERM that reaches a worker before the worker has
+        set its signal handlers (it still has the master's, which only queue
+        the signal), and that worker then runs until the graceful timeout
+        ends and it is killed. So no stopping while a replacement boots.
+        """
+
+        def settled() -> bool:
+            workers = self.workers()
+            return len(workers) == count and workers <= set(self.pids("booted"))
+
+        wait_for(settled, 60, "%d workers up%s" % (count, self))
 
     def kill(self) -> None:
         """Whatever is left of the server's process group, killed."""
@@ -392,15 +420,16 @@ class Load:
             if during is not None and self._third_done.is_set():
                 during()
                 during = None
-            stuck = sorted(pid for pid in server.workers() if blocked_on_a_lock(pid))
-            if stuck:
-                pytest.fail("workers %s are blocked on a lock%s" % (stuck, server))
+            server.fail_if_stuck()
             if server.process.poll() is not None:
                 pytest.fail("gunicorn exited during the load%s" % server)
             if time.monotonic() > deadline:
                 pytest.fail("%d s and the requests are not all answered%s" % (LOAD_TIMEOUT, server))
-            # A polling interval: the threads' ends are the signal.
-            next(thread for thread in threads if thread.is_alive()).join(0.05)
+            for thread in threads:
+                if thread.is_alive():
+                    # A polling interval: the threads' ends are the signal.
+                    thread.join(0.05)
+                    break
         assert during is None, "a third of the requests were never answered: %s" % self.errors[:5]
 
     def _client(self, ids: List[str]) -> None:
@@ -468,6 +497,7 @@ def test_every_record_once_by_the_master(tmp_path: Path, name: str) -> None:
                 60,
                 "the workers of the HUP booting",
             )
+        server.settle(variant.workers)
         status = server.stop()
     finally:
         server.kill()
@@ -480,13 +510,15 @@ def test_every_record_once_by_the_master(tmp_path: Path, name: str) -> None:
     assert len(load.served) == REQUESTS
 
     booted, exited = server.pids("booted"), server.pids("exited")
-    # Every worker the master reaped had booted, and every one that booted
-    # was reaped: none hung at "Booting worker" (#3529) or anywhere else.
-    assert sorted(exited) == sorted(booted), "forked and reaped %s, booted %s%s" % (
+    # Every worker the master reaped had booted: none hung at "Booting
+    # worker" (#3529). (One that booted may have ended after the master, when
+    # gunicorn lost its SIGTERM: see Server.settle.)
+    assert set(exited) <= set(booted), "reaped %s, booted %s%s" % (
         sorted(exited),
         sorted(booted),
         server,
     )
+    assert len(exited) >= len(booted) - variant.workers
     assert set(load.served.values()) <= set(booted)
     if variant.hup or variant.max_requests:
         assert len(booted) > variant.workers, "no worker was replaced"
