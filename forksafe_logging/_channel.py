@@ -78,6 +78,16 @@ def unpublish() -> None:
     os.environ.pop(ENV_VAR, None)
 
 
+# Bound once, when the package is imported. gunicorn's gevent worker
+# monkey-patches after the fork, in each worker: a cooperative socket behind
+# this module's lock, made before the patching and so not cooperative, would
+# let a greenlet yield inside send() with the lock held, and the next
+# greenlet that logs would block the whole thread on it for ever. Imported
+# after the patching, all three are gevent's, which agree with each other too.
+_Socket = socket.socket
+_Lock = threading.Lock
+_poll = select.poll
+
 #: Distinct call sites (logger, level, line, thread...) remembered per connection.
 MAX_DEFINITIONS = 10000
 
@@ -90,7 +100,7 @@ class Channel:
     """The connection of this process; reopened after a fork."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _Lock()
         self.pid = os.getpid()
         self.sock: Optional[socket.socket] = None
         #: Definition numbers given on the current connection.
@@ -103,7 +113,7 @@ class Channel:
         if where is None:
             raise ListenerGone("no listener: install() was not called in a parent process")
         _, key, address = where
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _Socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # A busy listener accepts late: that is a slow listener, not a
             # dead one, so the wait is the caller's timeout (None: wait).
@@ -158,7 +168,7 @@ class Channel:
                     # Drop a record before any byte of it is out, while we can:
                     # the connection stays usable for the next one.
                     remaining = max(0.0, deadline - time.monotonic())
-                    poller = select.poll()  # not select(): descriptors may be > 1023
+                    poller = _poll()  # not select(): descriptors may be > 1023
                     poller.register(sock, select.POLLOUT)
                     if not poller.poll(remaining * 1000):
                         return False

@@ -92,7 +92,29 @@ def prepare_forwarder() -> None:
 
 
 class _Marker:
-    """Stands in ``logging._handlerList`` where the handlers made in this process begin."""
+    """Stands in ``logging._handlerList`` where the handlers made in this process begin.
+
+    Code that walks that list takes every entry for a handler:
+    ``logging.shutdown()``, which ``dictConfig`` and ``fileConfig`` call too,
+    acquires, flushes, closes and releases each one, and gevent's
+    ``monkey.patch_all()`` refuses an entry without a ``lock`` (a gunicorn
+    gevent worker then fails to boot). So the marker is a handler with
+    nothing to do.
+    """
+
+    lock: Any = None
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 _marker = _Marker()

@@ -473,6 +473,45 @@ if __name__ == "__main__":
         assert sorted(facts["lines"]) == ["MainProcess from the top", "child from the child"]
 
 
+class TestChildReconfigures:
+    BODY = (
+        PRELUDE
+        + """
+import logging.config
+
+def work():
+    # What gevent's monkey.patch_all() requires of every entry of the list of
+    # handlers (gunicorn's gevent workers call it after the fork).
+    lockless = [repr(ref()) for ref in logging._handlerList
+                if ref() is not None and not hasattr(ref(), "lock")]
+    # A worker that configures logging when it imports the application: its
+    # later changes are its own, so its handler writes the record.
+    logging.config.dictConfig({
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"own": {"class": "logging.FileHandler", "filename": "child.log"}},
+        "root": {"handlers": ["own"], "level": "INFO"},
+    })
+    logging.getLogger("c").info("after dictConfig")
+    logging.shutdown()
+    sys.exit(1 if lockless else 0)
+
+if __name__ == "__main__":
+    configure()
+    p = multiprocessing.get_context("fork").Process(target=work)
+    p.start()
+    p.join(60)
+    with open("child.log") as f:
+        report(exitcode=p.exitcode, child=f.read())
+"""
+    )
+
+    def test_dict_config_in_forked_child(self, scenario: Scenario) -> None:
+        """A forwarding child can run dictConfig, and gevent can patch its handlers."""
+        facts = scenario.run(self.BODY, None).facts
+        assert facts == {"exitcode": 0, "child": "after dictConfig\n"}
+
+
 class TestStructure:
     BODY = (
         PRELUDE
