@@ -15,10 +15,8 @@ logging set-up at module level there), calls :func:`attach_spawned`.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import multiprocessing.process
-import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from forksafe_logging import _reach
@@ -91,50 +89,27 @@ def prepare_forwarder() -> None:
         _forwarder = _new_forwarder()
 
 
-class _Marker:
-    """Stands in ``logging._handlerList`` where the handlers made in this process begin.
-
-    Code that walks that list takes every entry for a handler:
-    ``logging.shutdown()``, which ``dictConfig`` and ``fileConfig`` call too,
-    acquires, flushes, closes and releases each one, and gevent's
-    ``monkey.patch_all()`` refuses an entry without a ``lock`` (a gunicorn
-    gevent worker then fails to boot). So the marker is a handler with
-    nothing to do.
-    """
-
-    lock: Any = None
-
-    def acquire(self) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-_marker = _Marker()
+#: The inherited ``logging._handlerList``, kept alive, never walked again.
+_inherited_handler_list: Optional[List[Any]] = None
 
 
 def _shutdown_only_handlers_made_from_now_on() -> None:
-    handler_list: List[Any] = logging._handlerList  # type: ignore[attr-defined]
-    handler_list.append(weakref.ref(_marker))
-    atexit.unregister(logging.shutdown)
-    atexit.register(_shutdown_new_handlers)
+    """Give ``logging`` a new, empty list of handlers to shut down.
 
-
-def _shutdown_new_handlers() -> None:
-    """``logging.shutdown()`` for the handlers made after the fork only."""
-    handler_list: List[Any] = logging._handlerList  # type: ignore[attr-defined]
-    for index, ref in enumerate(handler_list):
-        if ref() is _marker:
-            logging.shutdown(handler_list[index + 1 :])
-            return
-    logging.shutdown()
+    ``logging.shutdown()`` (at exit, and from ``dictConfig`` and ``fileConfig``,
+    which shut down every handler in the list before configuring) would
+    flush and close the inherited handlers: write what a thread of the parent
+    had buffered, a second time, or block for ever on a stream whose lock
+    that thread held at the fork. Code that looks the list up by name
+    (``dictConfig``, the stdlib's handler registration, gevent's
+    ``patch_all()``) now finds only handlers made in this process; ``shutdown``
+    finds the old list through its default argument, which is rebound too.
+    """
+    global _inherited_handler_list
+    _inherited_handler_list = logging._handlerList  # type: ignore[attr-defined]
+    fresh: List[Any] = []
+    logging._handlerList = fresh  # type: ignore[attr-defined]
+    logging.shutdown.__defaults__ = (fresh,)
 
 
 def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:

@@ -704,3 +704,53 @@ if __name__ == "__main__":
         outcome = scenario.run(body, None)
         assert outcome.returncode == 0, outcome.stderr
         assert "FORKSAFE_LOGGING_LISTENER is not set" in outcome.stdout
+
+
+class TestChildConfiguresWhileParentWasWriting:
+    BODY = """
+import fcntl, logging, logging.config, os, termios, threading, time
+import forksafe_logging
+from scenario_lib import child, install_from_argv, report
+
+r, w = os.pipe()  # nobody reads r: the writer blocks once the pipe is full
+stream = os.fdopen(w, "w")
+logging.getLogger().addHandler(logging.StreamHandler(stream))
+install_from_argv()
+blocked = threading.Thread(
+    target=lambda: logging.getLogger("t").warning("x" * (1 << 20)), daemon=True)
+blocked.start()
+
+def pipe_bytes():
+    return int.from_bytes(fcntl.ioctl(r, termios.FIONREAD, b"\\0\\0\\0\\0"), "little")
+
+# The thread is inside write(), holding the handler's and the stream's locks,
+# once the pipe holds all it can and the thread is still running.
+deadline = time.monotonic() + 10
+last = -1
+while time.monotonic() < deadline:
+    now = pipe_bytes()
+    if now == last and now > 0:
+        break
+    last = now
+    blocked.join(0.05)
+full = pipe_bytes()
+
+def configure_in_child():
+    # What a worker does when importing an application that configures logging.
+    logging.config.dictConfig({"version": 1, "root": {"level": "INFO"}})
+
+outcome = child(configure_in_child, timeout=5)
+report(outcome=outcome, writer_blocked=blocked.is_alive(), full=full,
+       unchanged=pipe_bytes() == full)
+os._exit(0)  # logging.shutdown() here would wait for the blocked writer
+"""
+
+    def test_dict_config_in_child_never_flushes_inherited_handlers(
+        self, scenario: Scenario
+    ) -> None:
+        """A forwarding child's dictConfig leaves the inherited handlers alone: no hang."""
+        facts = scenario.run(self.BODY, {}).facts
+        assert facts["writer_blocked"]
+        assert facts["outcome"] == "ok"
+        # Nothing of the parent's half-written record was written by the child.
+        assert facts["unchanged"]
