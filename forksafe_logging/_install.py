@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Optional, Tuple
 
 from forksafe_logging import _atfork, _forward, _server, _settings
-from forksafe_logging._settings import CHILD_MODES, ChildConfig
+from forksafe_logging._settings import ChildConfig
 
 #: How long, at most, one fork waits in total for the locks logging holds.
 DEFAULT_FORK_TIMEOUT = 0.1
@@ -185,10 +185,7 @@ def is_installed() -> bool:
 
 
 def _validate(child: object, config: object, fork_timeout: object) -> _settings.Settings:
-    if not isinstance(child, str) or child not in CHILD_MODES:
-        raise ValueError(
-            "child must be one of %s; got %r" % (", ".join(repr(m) for m in CHILD_MODES), child)
-        )
+    _settings.check_child(child)
     if config is not None:
         if child != "reset":
             raise ValueError(

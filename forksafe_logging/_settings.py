@@ -12,6 +12,14 @@ ChildConfig = Union[Mapping[str, Any], Callable[[], object]]
 CHILD_MODES = ("forward", "inherit", "reset")
 
 
+def check_child(child: object) -> None:
+    """Raise ``ValueError`` unless ``child`` is one of :data:`CHILD_MODES`."""
+    if not isinstance(child, str) or child not in CHILD_MODES:
+        raise ValueError(
+            "child must be one of %s; got %r" % (", ".join(repr(m) for m in CHILD_MODES), child)
+        )
+
+
 class Settings:
     """The options of one ``install()`` call."""
 
