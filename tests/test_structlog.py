@@ -114,6 +114,19 @@ def test_write_locks_are_found() -> None:
     assert found[id(sink)] is logger._lock
 
 
+def test_doctor_lists_write_locks() -> None:
+    """The fork-hazard report lists the lock of a file structlog writes to, as covered."""
+    import forksafe_logging
+
+    sink = io.StringIO()
+    sink.name = "<doctor-sink>"  # type: ignore[misc]
+    logger = structlog.PrintLogger(sink)
+    hazards = [h for h in forksafe_logging.diagnose().hazards if h.kind == "structlog-lock"]
+    (hazard,) = [h for h in hazards if h.where == "structlog's write lock for <doctor-sink>"]
+    assert hazard.covered
+    assert logger._lock is dict(_structlog_locks.write_locks())[sink]
+
+
 # --- SendToListener and add_process_info, in one process --------------------
 
 
