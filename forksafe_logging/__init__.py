@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from forksafe_logging._held import HeldLockWarning
 from forksafe_logging._install import attach, install, is_installed, uninstall
 from forksafe_logging.handlers import QueueHandler, QueueListener, flush
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Diagnosis",
     "Hazard",
+    "HeldLockWarning",
     "QueueHandler",
     "QueueListener",
     "__version__",

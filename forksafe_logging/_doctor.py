@@ -248,6 +248,18 @@ def examine(
     )
 
 
+def where_of(obj: Any) -> str:
+    """A handler, a queue or a stream, named as the report names it, and where it is."""
+    owners: Dict[int, List[Any]] = {}
+    _reach.collect(owners=owners)
+    look = _Look("forward", 0.0, owners)
+    if isinstance(obj, logging.Handler):
+        return look.handler_where(obj)
+    if _reach.is_thread_queue(obj):
+        return look.where(obj, _queue_name(obj))
+    return str(getattr(obj, "name", type(obj).__name__))
+
+
 # What install() does, by mode. In "forward" mode a forked child replaces its
 # handlers and never uses what it inherited (_forward.abandon_and_forward).
 _FORWARDED = (
@@ -449,11 +461,10 @@ class _Look:
         return [self._lock_hazard(handler, lock, detail)]
 
     def of_extra_lock(self, handler: logging.Handler, lock: Any) -> Hazard:
-        names = [name for name, value in vars(handler).items() if value is lock]
         detail = (
             "its attribute %r holds a %s that logging knows nothing about. If a thread "
             "holds it at the fork, it stays held in the child forever."
-            % (names[0] if names else "?", _lock_name(lock))
+            % (_reach.attribute_of(handler, lock), _lock_name(lock))
         )
         return self._lock_hazard(handler, lock, detail)
 
@@ -616,6 +627,16 @@ def in_stdlib(path: str) -> bool:
     return path.startswith((paths["stdlib"], "<frozen "))
 
 
+def outside_stdlib(frame: Any, also: Tuple[str, ...] = ()) -> Any:
+    """The innermost of ``frame`` and its callers in code neither of the stdlib nor in ``also``."""
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if path not in also and not in_stdlib(path):
+            return frame
+        frame = frame.f_back
+    return None
+
+
 def position(frame: Any) -> str:
     """``name() in file.py, line N``; the path inside the stdlib for its files."""
     path = frame.f_code.co_filename
@@ -631,9 +652,7 @@ def _doing(frame: Any) -> str:
     if frame is None:
         return ""
     text = " When looked at, it was in %s" % position(frame)
-    caller = frame
-    while caller is not None and in_stdlib(caller.f_code.co_filename):
-        caller = caller.f_back
+    caller = outside_stdlib(frame)
     if caller is not None and caller is not frame:
         text += ", called from %s" % position(caller)
     return text + "."

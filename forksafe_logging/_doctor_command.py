@@ -258,10 +258,5 @@ class _Doctor:
 
 def _caller() -> str:
     """Where the target asked for the fork: the innermost frame of neither us nor the stdlib."""
-    frame: Any = sys._getframe(1)
-    while frame is not None:
-        path = frame.f_code.co_filename
-        if path != __file__ and not _doctor.in_stdlib(path):
-            return _doctor.position(frame)
-        frame = frame.f_back
-    return "the standard library"
+    frame = _doctor.outside_stdlib(sys._getframe(1), also=(__file__,))
+    return _doctor.position(frame) if frame is not None else "the standard library"

@@ -72,6 +72,12 @@ def _extra_locks(handler: logging.Handler) -> List[Any]:
     return found
 
 
+def attribute_of(handler: logging.Handler, lock: Any) -> str:
+    """The name of the attribute of ``handler`` that holds ``lock`` (for reports)."""
+    names = [name for name, value in vars(handler).items() if value is lock]
+    return names[0] if names else "?"
+
+
 def loggers() -> List[logging.Logger]:
     """The root logger and every other logger (not the placeholders)."""
     found: List[logging.Logger] = [logging.root]

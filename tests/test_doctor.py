@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-from conftest import PACKAGE_HOME
+from conftest import PACKAGE_HOME, Scenario
 from scenario_lib import Holder
 
 import forksafe_logging
@@ -434,6 +434,93 @@ def test_to_dict_is_json() -> None:
     """The report's dictionary is plain data, and holds the summary."""
     data = json.loads(json.dumps(diagnose().to_dict()))
     assert set(data) >= {"hazards", "installed", "mode", "summary"}
+
+
+# -- the run-time warning ------------------------------------------------------
+
+HELD = """
+    import logging, logging.handlers, os, queue, sys, threading, warnings
+    from scenario_lib import child, report
+    import forksafe_logging
+
+    mode, warn, which = sys.argv[2:5]
+    forksafe_logging.install(child=mode, warn_held_locks=warn == "on")
+
+    class Custom(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.extra = threading.Lock()
+
+        def emit(self, record):
+            pass
+
+    q = queue.Queue()
+    handler = logging.handlers.QueueHandler(q)
+    logging.getLogger().addHandler(handler)
+    custom = Custom()
+    logging.getLogger("other").addHandler(custom)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():  # this script's code, as Custom's is
+        with {"handler": handler.lock, "mutex": q.mutex, "extra": custom.extra}[which]:
+            taken.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, name="the-holder", daemon=True)
+    holder.start()
+    taken.wait(10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outcome = child(lambda: logging.getLogger().warning("from the child"), timeout=5)
+    release.set()
+    holder.join(10)
+    held = [w for w in caught if issubclass(w.category, forksafe_logging.HeldLockWarning)]
+    report(
+        child=outcome,
+        messages=[str(w.message) for w in held],
+        files=[os.path.basename(w.filename) for w in held],
+    )
+"""
+
+
+class TestHeldLockWarning:
+    @pytest.mark.parametrize("mode", ["inherit", "forward"])
+    def test_names_the_holder(self, scenario: Scenario, mode: str) -> None:
+        """A fork while a thread holds a handler's lock warns, naming the lock and the thread."""
+        facts = scenario.run(HELD, args=[mode, "on", "handler"]).facts
+        assert facts["child"] == "ok"
+        [message] = facts["messages"]
+        assert (
+            "- the lock of QueueHandler on the root logger, held by thread 'the-holder'" in message
+        )
+        # Attributed to the line that forked, not to the hook.
+        assert facts["files"] == ["scenario_lib.py"]
+
+    def test_off_by_default(self, scenario: Scenario) -> None:
+        """Without warn_held_locks, the same fork warns nothing (control)."""
+        facts = scenario.run(HELD, args=["inherit", "off", "handler"]).facts
+        assert (facts["child"], facts["messages"]) == ("ok", [])
+
+    def test_plain_lock(self, scenario: Scenario) -> None:
+        """A plain lock does not record its holder: the threads in the code taking it are named."""
+        facts = scenario.run(HELD, args=["reset", "on", "extra"]).facts
+        [message] = facts["messages"]
+        assert (
+            "- the lock 'extra' of __main__.Custom on logger 'other', held by a thread" in message
+        )
+        assert "in its code then: thread 'the-holder'" in message
+
+    def test_queue_mutex(self, scenario: Scenario) -> None:
+        """A queue's mutex held at the fork is reported, and the child still logs."""
+        facts = scenario.run(HELD, args=["inherit", "on", "mutex"]).facts
+        assert facts["child"] == "ok"
+        [message] = facts["messages"]
+        assert "- the mutex of queue.Queue behind QueueHandler on the root logger" in message
+
+    def test_option_checked(self) -> None:
+        """warn_held_locks must be a bool."""
+        with pytest.raises(TypeError, match="warn_held_locks must be True or False"):
+            forksafe_logging.install(warn_held_locks="yes")  # type: ignore[arg-type]
 
 
 # -- the command line ---------------------------------------------------------
