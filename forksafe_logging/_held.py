@@ -135,6 +135,8 @@ def warn(held: List[Held]) -> None:
     for what, name, owner, candidates in held:
         if what is None:
             subject = "logging's module lock"
+        elif name == "write lock":
+            subject = "structlog's write lock for %s" % _doctor.where_of(what)
         else:
             subject = "the %s of %s" % (name, _doctor.where_of(what))
         if owner is not None:
