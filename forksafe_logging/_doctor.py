@@ -178,8 +178,9 @@ def diagnose(child: Optional[str] = None) -> Diagnosis:
     already: this never imports it), and the other threads. For each it says
     what goes wrong in a child and what ``install()`` does about it.
 
-    It changes nothing: it takes no lock, starts no thread, imports nothing,
-    so it is safe to call at any time, from any thread. Threads other than
+    It changes nothing: it takes no lock, starts no thread, and imports none
+    of the program's modules, so it is safe to call at any time, from any
+    thread. Threads other than
     the calling one, which stands for the thread that would fork, are listed.
 
     Args:
