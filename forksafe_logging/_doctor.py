@@ -544,7 +544,10 @@ class _Look:
             # In every mode: structlog's loggers write to their files themselves.
             remedy = (
                 "%s; the child re-initializes it. In every mode, forwarding or not: "
-                "structlog's own loggers write to their files themselves." % self.before_fork()
+                "structlog's own loggers write to their files themselves. (A thread still "
+                "blocked inside a write after that, on a pipe whose reader fell behind, "
+                "also holds the file's own buffer lock, which nothing renews: the child's "
+                "first line to that file then blocks.)" % self.before_fork()
             )
             where = "structlog's write lock for %s" % getattr(stream, "name", type(stream).__name__)
             found.append(Hazard("structlog-lock", where, detail, remedy, True))
