@@ -29,6 +29,7 @@ extensions = [
     "sphinx.ext.doctest",
     "sphinx.ext.napoleon",
     "benchplot",  # draws _generated/throughput.svg from benchmarks.json
+    "doctorrun",  # writes _generated/doctor-article.txt: the doctor on the article's program
 ]
 
 source_suffix = {".md": "markdown"}

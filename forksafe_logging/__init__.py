@@ -7,14 +7,24 @@ handlers: no lock copied held, no record lost, none written twice.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from forksafe_logging._held import HeldLockWarning
 from forksafe_logging._install import attach, install, is_installed, uninstall
 from forksafe_logging.handlers import QueueHandler, QueueListener, flush
 
+if TYPE_CHECKING:
+    from forksafe_logging._doctor import Diagnosis, Hazard, diagnose
+
 __all__ = [
+    "Diagnosis",
+    "Hazard",
+    "HeldLockWarning",
     "QueueHandler",
     "QueueListener",
     "__version__",
     "attach",
+    "diagnose",
     "flush",
     "install",
     "is_installed",
@@ -22,3 +32,13 @@ __all__ = [
 ]
 
 __version__ = "0.3.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The doctor is imported when first used: what it needs (dataclasses
+    # imports inspect) is not worth a cost at every program's start-up.
+    if name in ("Diagnosis", "Hazard", "diagnose"):
+        from forksafe_logging import _doctor
+
+        return getattr(_doctor, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

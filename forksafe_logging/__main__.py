@@ -1,5 +1,5 @@
-"""``python -m forksafe_logging``: see :mod:`forksafe_logging._demo`."""
+"""``python -m forksafe_logging``: see :mod:`forksafe_logging._cli`."""
 
-from forksafe_logging._demo import main
+from forksafe_logging._cli import main
 
 raise SystemExit(main())

@@ -42,6 +42,7 @@ from forksafe_logging import (
     _channel,
     _compat,
     _forward,
+    _held,
     _reach,
     _server,
     _settings,
@@ -53,7 +54,7 @@ from forksafe_logging import (
 class _Plan:
     """What one thread's ``before`` hook took, for its ``after`` hooks."""
 
-    __slots__ = ("acquired", "busy", "busy_handlers", "complete", "quieted", "reach")
+    __slots__ = ("acquired", "busy", "busy_handlers", "complete", "held", "quieted", "reach")
 
     def __init__(self) -> None:
         self.quieted = False
@@ -66,6 +67,8 @@ class _Plan:
         self.busy_handlers: List[logging.Handler] = []
         #: The module lock was taken and every lock was tried.
         self.complete = False
+        #: Locks other threads held at the fork, for the warning (see _held).
+        self.held: List[Any] = []
 
 
 #: Keyed by thread id: two threads may fork at once, and their hooks run
@@ -101,6 +104,14 @@ def before_fork() -> None:
         plan.quieted = _compat.quiet_fork_warning(1 if server.thread.is_alive() else 0)
     if settings is None:
         return
+    _take_everything(settings, plan)
+    if settings.warn_held_locks:
+        # Reads lock states only; the warning waits for the parent's after hook.
+        plan.held = _held.observe(plan.reach, plan.acquired)
+
+
+def _take_everything(settings: _settings.Settings, plan: _Plan) -> None:
+    """Take every lock logging (and structlog) reaches, in bounded time; record it in ``plan``."""
     deadline = time.monotonic() + settings.fork_timeout
     # structlog writes to its files itself, in every mode: no thread may be
     # in the middle of a line when the child's copy of the file is made.
@@ -163,6 +174,10 @@ def after_fork_in_parent() -> None:
         _compat.unquiet_fork_warning()
     for lock in reversed(plan.acquired):
         lock.release()
+    if plan.held:
+        # The fork is done and every lock released: the warning may even go
+        # through logging (captureWarnings).
+        _held.warn(plan.held)
 
 
 def after_fork_in_child() -> None:

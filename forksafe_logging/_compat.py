@@ -49,8 +49,8 @@ def reinit_lock(lock: object) -> None:
         reinit()
 
 
-def thread_targets(in_child: bool = False) -> List[object]:
-    """The ``target`` of every ``threading.Thread`` that was running.
+def threads(in_child: bool = False) -> List[threading.Thread]:
+    """Every ``threading.Thread`` that was running, read without taking a lock.
 
     In the parent this reads ``threading._active`` (a plain dict on 3.9 to
     3.13) without taking ``threading._active_limbo_lock``: this runs inside an
@@ -60,15 +60,32 @@ def thread_targets(in_child: bool = False) -> List[object]:
     In a child, ``threading``'s own at-fork hook (registered before ours) has
     already dropped the parent's threads from ``_active``; their objects are
     still in the ``threading._dangling`` weak set (3.9 to 3.13), which only
-    this one thread can change now. ``Thread._target`` is deleted when
-    ``run()`` returns, hence the ``getattr``.
+    this one thread can change now.
     """
     if in_child:
-        threads: List[threading.Thread] = list(threading._dangling)  # type: ignore[attr-defined]
-    else:
-        active: Dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
-        threads = list(active.values())
-    return [getattr(t, "_target", None) for t in threads]
+        return list(threading._dangling)  # type: ignore[attr-defined]
+    active: Dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
+    return list(active.values())
+
+
+def thread_targets(in_child: bool = False) -> List[object]:
+    """The ``target`` of every thread of :func:`threads`.
+
+    ``Thread._target`` is deleted when ``run()`` returns, hence the ``getattr``.
+    """
+    return [getattr(t, "_target", None) for t in threads(in_child)]
+
+
+def stdlib_reinits_lock(handler: logging.Handler) -> bool:
+    """Whether ``logging``'s own child hook re-initializes ``handler``'s lock.
+
+    ``Handler.createLock`` registers the handler in
+    ``logging._at_fork_reinit_lock_weakset`` (3.9 to 3.13); a class that
+    overrides ``createLock`` without calling it is not there. Membership is
+    read without ``logging``'s module lock, which only writers take.
+    """
+    registered: Any = getattr(logging, "_at_fork_reinit_lock_weakset", ())
+    return handler in registered
 
 
 def queue_handler_listener(handler: logging.Handler) -> Optional[object]:
@@ -112,7 +129,7 @@ _FORK_WARNING = re.compile(
 _QUIET_FORK = ("ignore", _FORK_WARNING, DeprecationWarning, None, 0)
 
 
-def _os_thread_count() -> int:
+def os_thread_count() -> int:
     """The count 3.12+ uses on Linux: field 20 of ``/proc/self/stat``; 0 if unknown."""
     try:
         with open("/proc/self/stat", "rb") as f:
@@ -132,7 +149,7 @@ def quiet_fork_warning(our_threads: int) -> bool:
     """
     if not FORK_WARNS_ABOUT_THREADS or our_threads <= 0:
         return False
-    threads = _os_thread_count()
+    threads = os_thread_count()
     if threads <= 0:
         active: Dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
         threads = len(active)

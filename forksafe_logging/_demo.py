@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional
 
 #: A run of the article's program takes well under a second here; one that
 #: has not finished after this many seconds is stuck for good.
@@ -86,17 +87,17 @@ def demo(runs: int = 10, timeout: float = RUN_TIMEOUT) -> int:
     return 0 if ours.count("ok") == runs else 1
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m forksafe_logging")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="run the article's program without and with")
-    demo_parser.add_argument("--runs", type=int, default=10, help="runs of each (default 10)")
-    demo_parser.add_argument(
+def add_command(commands: Any) -> None:
+    """Add the ``demo`` subcommand to ``python -m forksafe_logging``."""
+    parser = commands.add_parser("demo", help="run the article's program without and with")
+    parser.add_argument("--runs", type=int, default=10, help="runs of each (default 10)")
+    parser.add_argument(
         "--timeout", type=float, default=RUN_TIMEOUT, help="seconds before a run counts as hung"
     )
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    return demo(args.runs, args.timeout)
+
+    def run(args: argparse.Namespace) -> int:
+        if args.runs < 1:
+            parser.error("--runs must be at least 1")
+        return demo(args.runs, args.timeout)
+
+    parser.set_defaults(run=run)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Optional, Tuple
 
 from forksafe_logging import _atfork, _forward, _server, _settings
-from forksafe_logging._settings import CHILD_MODES, ChildConfig
+from forksafe_logging._settings import ChildConfig
 
 #: How long, at most, one fork waits in total for the locks logging holds.
 DEFAULT_FORK_TIMEOUT = 0.1
@@ -19,6 +19,7 @@ def install(
     child: str = "forward",
     config: Optional[ChildConfig] = None,
     fork_timeout: float = DEFAULT_FORK_TIMEOUT,
+    warn_held_locks: bool = False,
 ) -> None:
     """Make the standard ``logging`` module safe across processes.
 
@@ -54,19 +55,28 @@ def install(
             that other threads hold. A lock still held then is left alone in
             the parent and replaced in the child, so a stuck handler delays a
             fork by at most this much.
+        warn_held_locks: Issue a :class:`~forksafe_logging.HeldLockWarning`
+            in the parent, right after each fork that happened while another
+            thread held a lock of the logging configuration or of structlog
+            (a lock the fork waits for counts if still held after
+            ``fork_timeout``), naming the lock and its holder. For finding
+            out which threads log while the program forks; it costs a look
+            at the configuration per fork.
 
     Raises:
         ValueError: ``child`` is not a known mode, ``config`` is given with
             a mode other than ``"reset"``, or ``fork_timeout`` is negative,
             infinite or NaN.
-        TypeError: ``config`` is neither a mapping nor a callable, or
-            ``fork_timeout`` is not a number.
+        TypeError: ``config`` is neither a mapping nor a callable,
+            ``fork_timeout`` is not a number, or ``warn_held_locks`` not a bool.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
        ``child="forward"`` is new, and the default.
+    .. versionchanged:: 0.3.0
+       ``warn_held_locks`` is new.
     """
-    settings = _validate(child, config, fork_timeout)
+    settings = _validate(child, config, fork_timeout, warn_held_locks)
     with _settings.install_lock:
         _atfork.register()
         if settings.child == "forward":
@@ -184,11 +194,10 @@ def is_installed() -> bool:
     return _settings.current is not None
 
 
-def _validate(child: object, config: object, fork_timeout: object) -> _settings.Settings:
-    if not isinstance(child, str) or child not in CHILD_MODES:
-        raise ValueError(
-            "child must be one of %s; got %r" % (", ".join(repr(m) for m in CHILD_MODES), child)
-        )
+def _validate(
+    child: object, config: object, fork_timeout: object, warn_held_locks: object
+) -> _settings.Settings:
+    _settings.check_child(child)
     if config is not None:
         if child != "reset":
             raise ValueError(
@@ -206,4 +215,6 @@ def _validate(child: object, config: object, fork_timeout: object) -> _settings.
         raise ValueError(
             "fork_timeout must be a finite number of seconds >= 0; got %r" % (fork_timeout,)
         )
-    return _settings.Settings(child, config, float(fork_timeout))  # type: ignore[arg-type]
+    if not isinstance(warn_held_locks, bool):
+        raise TypeError("warn_held_locks must be True or False; got %r" % (warn_held_locks,))
+    return _settings.Settings(child, config, float(fork_timeout), warn_held_locks)  # type: ignore[arg-type]

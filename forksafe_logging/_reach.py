@@ -13,7 +13,7 @@ import logging.handlers
 import multiprocessing.queues
 import queue
 import socket
-from typing import Any, List, Set
+from typing import Any, Dict, List, Optional, Set
 
 from forksafe_logging import _compat
 
@@ -72,6 +72,12 @@ def _extra_locks(handler: logging.Handler) -> List[Any]:
     return found
 
 
+def attribute_of(handler: logging.Handler, lock: Any) -> str:
+    """The name of the attribute of ``handler`` that holds ``lock`` (for reports)."""
+    names = [name for name, value in vars(handler).items() if value is lock]
+    return names[0] if names else "?"
+
+
 def loggers() -> List[logging.Logger]:
     """The root logger and every other logger (not the placeholders)."""
     found: List[logging.Logger] = [logging.root]
@@ -91,13 +97,21 @@ def _writes_to_stream_socket(handler: logging.Handler) -> bool:
     return False
 
 
-def collect(in_child: bool = False) -> Reach:
-    """Walk the loggers, their handlers, and the listeners that were running."""
+def collect(in_child: bool = False, owners: Optional[Dict[int, List[Any]]] = None) -> Reach:
+    """Walk the loggers, their handlers, and the listeners that were running.
+
+    ``owners``, when given, is filled with what led to each object found:
+    ``id(obj)`` to the loggers, handlers and listeners that refer to it (a
+    listener found through its thread has none). The doctor passes it to say
+    where a hazard is; the hooks do not, and pay one test per step for it.
+    """
     reach = Reach()
     seen: Set[int] = set()
     pending: List[Any] = []
     for logger in loggers():
         pending.extend(logger.handlers)
+        if owners is not None:
+            _note(owners, logger, logger.handlers)
     for target in _compat.thread_targets(in_child):
         owner = getattr(target, "__self__", None)
         if isinstance(owner, logging.handlers.QueueListener):
@@ -112,6 +126,8 @@ def collect(in_child: bool = False) -> Reach:
             reach.listeners.append(obj)
             pending.extend(obj.handlers)
             pending.append(_QueueRef(obj.queue))
+            if owners is not None:
+                _note(owners, obj, [*obj.handlers, obj.queue])
         elif isinstance(obj, _QueueRef):
             if id(obj.queue) not in seen:
                 seen.add(id(obj.queue))
@@ -130,10 +146,20 @@ def collect(in_child: bool = False) -> Reach:
                 listener = _compat.queue_handler_listener(obj)
                 if listener is not None:
                     pending.append(listener)
+                if owners is not None:
+                    _note(owners, obj, [obj.queue, listener])
             target = getattr(obj, "target", None)  # MemoryHandler and kin
             if isinstance(target, logging.Handler):
                 pending.append(target)
+                if owners is not None:
+                    _note(owners, obj, [target])
     return reach
+
+
+def _note(owners: Dict[int, List[Any]], owner: Any, found: List[Any]) -> None:
+    for obj in found:
+        if obj is not None:
+            owners.setdefault(id(obj), []).append(owner)
 
 
 class _QueueRef:

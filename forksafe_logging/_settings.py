@@ -12,15 +12,30 @@ ChildConfig = Union[Mapping[str, Any], Callable[[], object]]
 CHILD_MODES = ("forward", "inherit", "reset")
 
 
+def check_child(child: object) -> None:
+    """Raise ``ValueError`` unless ``child`` is one of :data:`CHILD_MODES`."""
+    if not isinstance(child, str) or child not in CHILD_MODES:
+        raise ValueError(
+            "child must be one of %s; got %r" % (", ".join(repr(m) for m in CHILD_MODES), child)
+        )
+
+
 class Settings:
     """The options of one ``install()`` call."""
 
-    __slots__ = ("child", "config", "fork_timeout")
+    __slots__ = ("child", "config", "fork_timeout", "warn_held_locks")
 
-    def __init__(self, child: str, config: Optional[ChildConfig], fork_timeout: float) -> None:
+    def __init__(
+        self,
+        child: str,
+        config: Optional[ChildConfig],
+        fork_timeout: float,
+        warn_held_locks: bool = False,
+    ) -> None:
         self.child = child
         self.config = config
         self.fork_timeout = fork_timeout
+        self.warn_held_locks = warn_held_locks
 
 
 #: The settings in force, or ``None`` when not installed. The hooks read this

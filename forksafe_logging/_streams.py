@@ -40,18 +40,28 @@ def abandon(obj: Any) -> None:
         _abandoned.append(obj)
 
 
-def fresh_stream(old: Any) -> Optional[Any]:
-    """A new text stream with ``old``'s settings over ``old``'s descriptor.
+def descriptor(stream: Any) -> Optional[int]:
+    """The file descriptor under a text stream with a buffer (and its C lock).
 
-    Returns ``None`` when ``old`` has no descriptor (``io.StringIO``, custom
-    objects): such streams have no inherited C lock to worry about.
+    ``None`` for streams without one (``io.StringIO``, custom objects, a
+    closed file): they have no inherited C lock to worry about.
     """
-    if not isinstance(old, io.TextIOWrapper):
+    if not isinstance(stream, io.TextIOWrapper):
         return None
     try:
         # fileno() does not take the buffered object's lock.
-        fd = old.fileno()
+        return stream.fileno()
     except (OSError, ValueError):
+        return None
+
+
+def fresh_stream(old: Any) -> Optional[Any]:
+    """A new text stream with ``old``'s settings over ``old``'s descriptor.
+
+    Returns ``None`` when ``old`` has no :func:`descriptor`.
+    """
+    fd = descriptor(old)
+    if fd is None:
         return None
     return io.TextIOWrapper(
         io.BufferedWriter(io.FileIO(fd, "w", closefd=False)),

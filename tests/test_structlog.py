@@ -114,6 +114,59 @@ def test_write_locks_are_found() -> None:
     assert found[id(sink)] is logger._lock
 
 
+def test_doctor_lists_write_locks() -> None:
+    """The fork-hazard report lists the lock of a file structlog writes to, as covered."""
+    import forksafe_logging
+
+    sink = io.StringIO()
+    sink.name = "<doctor-sink>"  # type: ignore[misc]
+    logger = structlog.PrintLogger(sink)
+    hazards = [h for h in forksafe_logging.diagnose().hazards if h.kind == "structlog-lock"]
+    (hazard,) = [h for h in hazards if h.where == "structlog's write lock for <doctor-sink>"]
+    assert hazard.covered
+    assert logger._lock is dict(_structlog_locks.write_locks())[sink]
+
+
+HELD = """
+import io, os, sys, threading, warnings
+from scenario_lib import child, report
+import structlog
+import forksafe_logging
+
+forksafe_logging.install(warn_held_locks=True)
+sink = io.StringIO()
+sink.name = "<held-sink>"
+logger = structlog.PrintLogger(sink)
+taken, release = threading.Event(), threading.Event()
+
+def hold():
+    with logger._lock:
+        taken.set()
+        release.wait(30)
+
+holder = threading.Thread(target=hold, name="structlog-writer", daemon=True)
+holder.start()
+taken.wait(10)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    outcome = child(lambda: logger.msg("from the child"), timeout=5)
+release.set()
+holder.join(10)
+report(child=outcome, messages=[
+    str(w.message) for w in caught if issubclass(w.category, forksafe_logging.HeldLockWarning)
+])
+"""
+
+
+def test_held_write_lock_warns(scenario: Scenario) -> None:
+    """warn_held_locks: a fork while a thread holds a structlog write lock warns about it."""
+    facts = scenario.run(HELD).facts
+    assert facts["child"] == "ok"
+    [message] = facts["messages"]
+    # A plain lock: the holder is named only when it is in structlog's code.
+    assert "- structlog's write lock for <held-sink>, held by a thread it does not name" in message
+
+
 # --- SendToListener and add_process_info, in one process --------------------
 
 

@@ -1,0 +1,680 @@
+"""The fork-hazard report: what a fork would copy unsafely, and what ``install()`` does about it.
+
+:func:`diagnose` looks at the logging configuration through the same walk the
+at-fork hooks make (:func:`forksafe_logging._reach.collect`), so the report
+names what the hooks act on. Like the hooks' walk, it reads lists and dicts
+only: it takes no lock, starts nothing, and changes nothing, so it can run in
+a program at any moment, even while other threads log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import logging.handlers
+import multiprocessing.queues
+import os
+import queue
+import sys
+import sysconfig
+import textwrap
+import threading
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from forksafe_logging import (
+    _compat,
+    _install,
+    _reach,
+    _server,
+    _settings,
+    _streams,
+    _structlog_locks,
+)
+
+#: Every kind of :class:`Hazard`, in the order a report lists them.
+KINDS = (
+    "queue",
+    "listener-thread",
+    "handler-lock",
+    "stream",
+    "buffer",
+    "socket",
+    "structlog-lock",
+    "thread",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hazard:
+    """One thing that a fork would copy unsafely without the library.
+
+    Attributes:
+        kind: What it is, one of ``"queue"`` (the queue behind a
+            ``QueueHandler``), ``"listener-thread"`` (a running stdlib
+            ``QueueListener``), ``"handler-lock"`` (a lock of a handler that
+            ``logging`` does not re-initialize in a child), ``"stream"`` (a
+            handler writing to a buffered file object), ``"buffer"`` (records
+            held by a ``MemoryHandler`` or another ``BufferingHandler``),
+            ``"socket"`` (a connection a ``SocketHandler`` or TCP
+            ``SysLogHandler`` keeps open), ``"structlog-lock"`` (a write lock
+            of structlog's own loggers) or ``"thread"`` (another thread).
+        where: The object, and where the logging configuration refers to it.
+        detail: What goes wrong in a forked child because of it.
+        remedy: What :func:`~forksafe_logging.install` does about it, in the
+            mode the report describes (:attr:`Diagnosis.mode`), or what to do
+            when it does nothing.
+        covered: Whether ``install()``, in that mode, makes a forked child
+            safe from it.
+    """
+
+    kind: str
+    where: str
+    detail: str
+    remedy: str
+    covered: bool
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The fields, as a dictionary ready for :func:`json.dumps`."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """What :func:`diagnose` found in one process, at one moment.
+
+    ``str()`` of it is the report that ``python -m forksafe_logging doctor``
+    prints.
+
+    Attributes:
+        hazards: Everything found, sorted by kind (in the order of
+            :attr:`Hazard.kind`'s list).
+        installed: Whether :func:`~forksafe_logging.install` is in force now.
+        mode: The ``child=`` mode whose remedies :attr:`Hazard.remedy`
+            describes: the one in force, or the one asked for.
+        fork_timeout: The ``fork_timeout`` of that ``install()``.
+        pid: The process examined.
+        python: Its Python version.
+    """
+
+    hazards: Tuple[Hazard, ...]
+    installed: bool
+    mode: str
+    fork_timeout: float
+    pid: int
+    python: str
+
+    @property
+    def uncovered(self) -> Tuple[Hazard, ...]:
+        """The hazards that ``install()``, in :attr:`mode`, leaves as they are."""
+        return tuple(h for h in self.hazards if not h.covered)
+
+    @property
+    def summary(self) -> str:
+        """One line: how many hazards, how many ``install()`` covers, which it does not."""
+        count = len(self.hazards)
+        if not count:
+            return "No fork hazards found."
+        found = "%d fork hazard%s" % (count, "" if count == 1 else "s")
+        mode = 'install(child="%s")' % self.mode
+        uncovered = self.uncovered
+        if not uncovered:
+            return "%s; %s covers %s." % (found, mode, "it" if count == 1 else "all of them")
+        return "%s; %s covers %d, not: %s." % (
+            found,
+            mode,
+            count - len(uncovered),
+            ", ".join(sorted({h.kind for h in uncovered}, key=KINDS.index)),
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Everything, as a dictionary ready for :func:`json.dumps`."""
+        found = dataclasses.asdict(self)
+        found["summary"] = self.summary
+        return found
+
+    def __str__(self) -> str:
+        lines = ["Fork hazards in process %d (Python %s)" % (self.pid, self.python)]
+        options = 'child="%s", fork_timeout=%s' % (self.mode, self.fork_timeout)
+        if self.installed:
+            lines.append("install() is active (%s)." % options)
+        else:
+            lines.append(
+                fill(
+                    "install() is not active; the remedies are what install(%s) would do." % options
+                )
+            )
+        for number, hazard in enumerate(self.hazards, 1):
+            lines.append("")
+            lines.append(fill("%d. [%s] %s" % (number, hazard.kind, hazard.where), "   "))
+            lines.append(fill("At a fork: " + hazard.detail, "   ", "   "))
+            label = "install()" if hazard.covered else "Not covered by install()"
+            lines.append(fill("%s: %s" % (label, hazard.remedy), "   ", "   "))
+        lines.append("")
+        lines.append(self.summary)
+        return "\n".join(lines)
+
+
+def fill(text: str, indent: str = "", first: str = "") -> str:
+    """``text`` wrapped for a terminal, every line but the first indented by ``indent``."""
+    return textwrap.fill(
+        text,
+        width=79,
+        initial_indent=first,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def diagnose(child: Optional[str] = None) -> Diagnosis:
+    """List what a fork of this process would copy unsafely, were it not for the library.
+
+    It looks at the logging configuration as it is now, the way the fork
+    hooks of :func:`~forksafe_logging.install` do at each fork, and at the
+    threads that would not exist in a child: the queues behind
+    ``QueueHandler``\\ s, running ``QueueListener``\\ s, locks that
+    ``logging`` does not re-initialize in a child, buffered streams, memory
+    buffers, sockets, structlog's write locks (only if structlog is imported
+    already: this never imports it), and the other threads. For each it says
+    what goes wrong in a child and what ``install()`` does about it.
+
+    It changes nothing: it takes no lock, starts no thread, and imports none
+    of the program's modules, so it is safe to call at any time, from any
+    thread. Threads other than
+    the calling one, which stands for the thread that would fork, are listed.
+
+    Args:
+        child: The ``install()`` mode whose remedies to describe
+            (``"forward"``, ``"inherit"`` or ``"reset"``). ``None``: the mode
+            in force, or ``"forward"`` (``install()``'s default) if it is not
+            installed.
+
+    Returns:
+        The hazards found, with ``install()``'s state. ``str()`` of it is a
+        readable report; :meth:`Diagnosis.to_dict` gives plain data.
+
+    Raises:
+        ValueError: ``child`` is not a known mode.
+
+    .. versionadded:: 0.3.0
+    """
+    return examine(child)
+
+
+def examine(
+    child: Optional[str] = None,
+    forking: Optional[threading.Thread] = None,
+    ignore: Iterable[int] = (),
+) -> Diagnosis:
+    """:func:`diagnose`, with the thread that would fork and threads to leave out named.
+
+    ``forking`` defaults to the calling thread; ``ignore`` holds idents of
+    threads that are not the program's (the doctor's watchdog).
+    """
+    settings = _settings.current
+    if child is None:
+        child = settings.child if settings is not None else "forward"
+    else:
+        _settings.check_child(child)
+    fork_timeout = settings.fork_timeout if settings is not None else _install.DEFAULT_FORK_TIMEOUT
+    owners: Dict[int, List[Any]] = {}
+    reach = _reach.collect(owners=owners)
+    look = _Look(child, fork_timeout, owners)
+    hazards: List[Hazard] = []
+    for q in reach.queues:
+        hazards.extend(look.of_queue(q, reach.listeners))
+    for listener in reach.listeners:
+        hazards.extend(look.of_listener(listener))
+    for handler in reach.custom:
+        hazards.extend(look.of_handler_lock(handler))
+    for handler, lock in reach.extra_locks:
+        hazards.append(look.of_extra_lock(handler, lock))
+    for handler in reach.handlers:
+        hazards.extend(look.of_stream(handler))
+    for handler in reach.buffering:
+        hazards.append(look.of_buffer(handler))
+    for handler in reach.sockets:
+        hazards.append(look.of_socket(handler))
+    hazards.extend(look.of_structlog())
+    forking = forking if forking is not None else threading.current_thread()
+    hazards.extend(look.of_threads(reach.listeners, forking, set(ignore)))
+    hazards.sort(key=lambda h: KINDS.index(h.kind))  # stable: walk order within a kind
+    return Diagnosis(
+        hazards=tuple(hazards),
+        installed=settings is not None,
+        mode=child,
+        fork_timeout=fork_timeout,
+        pid=os.getpid(),
+        python="%d.%d.%d" % sys.version_info[:3],
+    )
+
+
+def where_of(obj: Any) -> str:
+    """A handler, a queue or a stream, named as the report names it, and where it is."""
+    owners: Dict[int, List[Any]] = {}
+    _reach.collect(owners=owners)
+    look = _Look("forward", 0.0, owners)
+    if isinstance(obj, logging.Handler):
+        return look.handler_where(obj)
+    if _reach.is_thread_queue(obj):
+        return look.where(obj, _queue_name(obj))
+    return str(getattr(obj, "name", type(obj).__name__))
+
+
+# What install() does, by mode. In "forward" mode a forked child replaces its
+# handlers and never uses what it inherited (_forward.abandon_and_forward).
+_FORWARDED = (
+    "A forked child never uses it: the child's loggers get one handler that sends "
+    "each record to the listener of the process tree, and the inherited handlers "
+    "are never used, flushed or closed there."
+)
+_RESET_DROPS = " Then the child drops the inherited handlers (closing none) and applies its config."
+
+
+def _class_name(cls: type) -> str:
+    """A handler's class, with its module unless it is one of logging's."""
+    if cls.__module__ in ("logging", "logging.handlers"):
+        return cls.__qualname__
+    return "%s.%s" % (cls.__module__, cls.__qualname__)
+
+
+def _queue_name(q: object) -> str:
+    if isinstance(q, queue.SimpleQueue):  # its class lives in _queue
+        return "queue.SimpleQueue"
+    return "%s.%s" % (type(q).__module__, type(q).__qualname__)
+
+
+_LOCK_NAMES = {type(threading.Lock()): "threading.Lock", type(threading.RLock()): "threading.RLock"}
+
+
+def _lock_name(lock: object) -> str:
+    # The classes of threading's locks live in _thread, under other names.
+    known = _LOCK_NAMES.get(type(lock))
+    return known or "%s.%s" % (type(lock).__module__, type(lock).__qualname__)
+
+
+def _thread_name(thread: Any) -> str:
+    if thread is None:
+        return "no thread"
+    return "thread %r%s" % (thread.name, " (daemon)" if thread.daemon else "")
+
+
+class _Look:
+    """Turns what the walk found into hazards, for one mode."""
+
+    def __init__(self, mode: str, fork_timeout: float, owners: Dict[int, List[Any]]) -> None:
+        self.mode = mode
+        self.fork_timeout = fork_timeout
+        self.owners = owners
+
+    # -- naming things, from the owners the walk noted --------------------
+
+    def handler_name(self, handler: logging.Handler) -> str:
+        name = _class_name(type(handler))
+        details: List[str] = []
+        filename = getattr(handler, "baseFilename", None)
+        stream = getattr(handler, "stream", None)
+        if isinstance(filename, str):
+            details.append(repr(filename))
+        elif stream is not None:
+            details.append(str(getattr(stream, "name", type(stream).__name__)))
+        if isinstance(handler, logging.handlers.SocketHandler):
+            details.append("%s:%s" % (handler.host, handler.port))
+        elif isinstance(handler, logging.handlers.SysLogHandler):
+            details.append(repr(handler.address))
+        elif isinstance(handler, logging.handlers.MemoryHandler):
+            details.append("capacity=%d" % handler.capacity)
+        text = "%s(%s)" % (name, ", ".join(details)) if details else name
+        if handler.name:
+            text += " named %r" % handler.name
+        return text
+
+    def listener_name(self, listener: logging.handlers.QueueListener) -> str:
+        return "QueueListener in %s" % _thread_name(getattr(listener, "_thread", None))
+
+    def where(self, obj: Any, name: str, seen: Optional[Set[int]] = None) -> str:
+        """``name``, then how the configuration reaches ``obj`` (from its owners)."""
+        seen = set() if seen is None else seen
+        seen.add(id(obj))
+        ways = []
+        for owner in self.owners.get(id(obj), []):
+            if id(owner) in seen:
+                continue
+            if isinstance(owner, logging.Logger):
+                ways.append("on %s" % _logger_name(owner))
+            elif isinstance(owner, logging.handlers.QueueListener):
+                verb = "read by" if obj is owner.queue else "in"
+                # After the handlers that lead to it: "behind X, read by Y".
+                ways.append("%s the %s" % (verb, self.listener_name(owner)))
+            elif isinstance(owner, logging.Handler):
+                if isinstance(obj, logging.Handler):
+                    verb = "target of"
+                elif isinstance(obj, logging.handlers.QueueListener):
+                    verb = "started for"
+                else:
+                    verb = "behind"
+                ways.insert(0, "%s %s" % (verb, self.where(owner, self.handler_name(owner), seen)))
+        return "%s %s" % (name, ", ".join(ways)) if ways else name
+
+    def handler_where(self, handler: logging.Handler) -> str:
+        return self.where(handler, self.handler_name(handler))
+
+    # -- remedies ----------------------------------------------------------
+
+    def remedy(self, inherit: str, reset: Optional[str] = None) -> str:
+        """The text for this mode; ``reset`` defaults to ``inherit`` + the handlers dropped."""
+        if self.mode == "forward":
+            return _FORWARDED
+        if self.mode == "reset":
+            return reset if reset is not None else inherit + _RESET_DROPS
+        return inherit
+
+    def before_fork(self) -> str:
+        return (
+            "Before the fork the parent takes it, waiting %s s at most for the whole "
+            "fork, so no thread is in the middle of using it" % (self.fork_timeout,)
+        )
+
+    # -- the hazards ---------------------------------------------------------
+
+    def of_queue(self, q: Any, listeners: Sequence[logging.handlers.QueueListener]) -> List[Hazard]:
+        read = any(listener.queue is q for listener in listeners)
+        where = self.where(q, _queue_name(q))
+        dropped = (
+            " and drops its copy of the records waiting in it, which the parent writes"
+            if read
+            else ""
+        )
+        if _reach.is_thread_queue(q):
+            waiting = len(getattr(q, "queue", ()))
+            detail = (
+                "its mutex, and the three conditions built on it, are locks that logging "
+                "does not know about: if a thread is inside put() or get() at the fork, "
+                "the child's first record blocks in put() forever. %s"
+                % _waiting(waiting, "copied into the child")
+            )
+            remedy = self.remedy(
+                "%s; the child re-initializes the mutex and the conditions%s."
+                % (self.before_fork(), dropped)
+            )
+            return [Hazard("queue", where, detail, remedy, True)]
+        if isinstance(q, queue.SimpleQueue):
+            detail = (
+                "it has no lock of Python's to inherit, but %s"
+                % _waiting(q.qsize(), "copied into the child").lower()
+            )
+            if read:
+                inherit = "If its listener starts again in the child, the copies are dropped first."
+            else:
+                inherit = "No thread reads the copies in the child; nothing to do."
+            return [Hazard("queue", where, detail, self.remedy(inherit), True)]
+        if not _reach.is_process_queue(q):
+            detail = (
+                "a queue of a class that logging and install() do not know: its locks, "
+                "if it has any, are copied as they are."
+            )
+            remedy = self.remedy(
+                "install() does not know this class, and re-initializes nothing in it."
+            )
+            return [Hazard("queue", where, detail, remedy, self.mode == "forward")]
+        if isinstance(q, multiprocessing.queues.SimpleQueue):
+            # No feeder thread, no buffer; its locks are shared with the other
+            # processes by design.
+            return []
+        detail = (
+            "multiprocessing resets its feeder thread and buffer only in the children it "
+            "starts itself. After a plain os.fork() the child's copy believes its feeder "
+            "thread runs: what the child puts is buffered, and never sent."
+        )
+        remedy = self.remedy("The child resets it, as multiprocessing does in its own children.")
+        return [Hazard("queue", where, detail, remedy, True)]
+
+    def of_listener(self, listener: logging.handlers.QueueListener) -> List[Hazard]:
+        thread = getattr(listener, "_thread", None)
+        if thread is None or not _reach.is_in_process_queue(listener.queue):
+            # Stopped, or reading a multiprocessing queue that the children
+            # write to by design: nothing of it is copied unsafely.
+            return []
+        detail = (
+            "its thread does not exist in a child: records the child puts on the queue "
+            "are never written, and the child's copy of the queue holds the records the "
+            "parent had not written yet."
+        )
+        remedy = self.remedy(
+            "The child drops the copied records (the parent writes them) and starts the "
+            "listener again on its first record, stopping it at exit.",
+            "The child drops the copied records (the parent writes them), then drops the "
+            "inherited handlers (closing none) and applies its config.",
+        )
+        return [Hazard("listener-thread", self.where(listener, self.listener_name(listener)),
+                       detail, remedy, True)]  # fmt: skip
+
+    def of_handler_lock(self, handler: logging.Handler) -> List[Hazard]:
+        lock = handler.lock
+        if lock is None or _compat.stdlib_reinits_lock(handler):
+            return []
+        detail = (
+            "its lock (attribute 'lock', a %s) is one that logging does not "
+            "re-initialize in a child: its class overrides createLock(). If a thread "
+            "holds it at the fork, the child's first record through it blocks forever."
+            % _lock_name(lock)
+        )
+        return [self._lock_hazard(handler, lock, detail)]
+
+    def of_extra_lock(self, handler: logging.Handler, lock: Any) -> Hazard:
+        detail = (
+            "its attribute %r holds a %s that logging knows nothing about. If a thread "
+            "holds it at the fork, it stays held in the child forever."
+            % (_reach.attribute_of(handler, lock), _lock_name(lock))
+        )
+        return self._lock_hazard(handler, lock, detail)
+
+    def _lock_hazard(self, handler: logging.Handler, lock: Any, detail: str) -> Hazard:
+        where = self.handler_where(handler)
+        if self.mode != "forward" and not hasattr(lock, "_at_fork_reinit"):
+            remedy = (
+                "it has no _at_fork_reinit(), so the child cannot re-initialize it. "
+                "The parent still takes it before the fork when it can."
+            )
+            return Hazard("handler-lock", where, detail, remedy, False)
+        remedy = self.remedy("%s; the child re-initializes it." % self.before_fork())
+        return Hazard("handler-lock", where, detail, remedy, True)
+
+    def of_stream(self, handler: logging.Handler) -> List[Hazard]:
+        stream = getattr(handler, "stream", None)
+        fd = _streams.descriptor(stream)
+        if fd is None:
+            return []
+        known = type(handler) in _reach.KNOWN
+        detail = (
+            "it writes to a buffered file object (descriptor %d), which has a lock of "
+            "its own, in C, that nothing re-initializes after a fork (CPython "
+            "gh-84579). A thread blocked inside write() at the fork (on a pipe whose "
+            "reader fell behind) leaves the child a stream it can never write to%s."
+            % (fd, _std_stream_note(stream))
+        )
+        if not known:
+            detail += (
+                " A handler of this class may also leave bytes in the buffer between "
+                "records, which the child would write a second time."
+            )
+        inherit = (
+            "Before the fork the parent takes the handler's lock, waiting %s s at most "
+            "for the whole fork, so no thread is inside emit()%s; if a thread still holds "
+            "it then, the child gets a fresh stream over the same descriptor and never "
+            "touches the old one."
+            % (self.fork_timeout, "" if known else ", and flushes the stream")
+        )
+        return [Hazard("stream", self.handler_where(handler), detail, self.remedy(inherit), True)]
+
+    def of_buffer(self, handler: Any) -> Hazard:
+        count = len(getattr(handler, "buffer", ()))
+        detail = (
+            "the records it holds in memory (%d now) are copied into the child, which "
+            "writes them a second time when it flushes." % count
+        )
+        remedy = self.remedy(
+            "The child empties its copy of the buffer; the parent writes the records."
+        )
+        return Hazard("buffer", self.handler_where(handler), detail, remedy, True)
+
+    def of_socket(self, handler: logging.Handler) -> Hazard:
+        connected = getattr(handler, "sock", getattr(handler, "socket", None)) is not None
+        detail = (
+            "it keeps one stream connection open%s. After a fork, parent and child "
+            "write into the same connection, and a record cut in two by the other "
+            "process's record garbles the stream from there on."
+            % ("" if connected else " (none yet: it connects on its first record)")
+        )
+        remedy = self.remedy(
+            "The child forgets the inherited connection (without closing it) and opens "
+            "one of its own for its next record.",
+            "The child drops the inherited handlers (closing none) and applies its config.",
+        )
+        return Hazard("socket", self.handler_where(handler), detail, remedy, True)
+
+    def of_structlog(self) -> List[Hazard]:
+        found = []
+        for stream, lock in _structlog_locks.write_locks():
+            detail = (
+                "structlog's PrintLogger, WriteLogger and BytesLogger take this %s around "
+                "every line they write to the file. If a thread is writing a line at the "
+                "fork, the child's first line to that file blocks forever." % _lock_name(lock)
+            )
+            # In every mode: structlog's loggers write to their files themselves.
+            remedy = (
+                "%s; the child re-initializes it. In every mode, forwarding or not: "
+                "structlog's own loggers write to their files themselves. (A thread still "
+                "blocked inside a write after that, on a pipe whose reader fell behind, "
+                "also holds the file's own buffer lock, which nothing renews: the child's "
+                "first line to that file then blocks.)" % self.before_fork()
+            )
+            where = "structlog's write lock for %s" % getattr(stream, "name", type(stream).__name__)
+            found.append(Hazard("structlog-lock", where, detail, remedy, True))
+        return found
+
+    def of_threads(
+        self,
+        listeners: Sequence[logging.handlers.QueueListener],
+        forking: threading.Thread,
+        ignore: Set[int],
+    ) -> List[Hazard]:
+        skip = set(ignore) | {forking.ident}
+        # Listener threads have a hazard of their own, above.
+        skip.update(getattr(getattr(lst, "_thread", None), "ident", None) for lst in listeners)
+        server = _server.current()
+        ours = server.thread.ident if server is not None else None
+        found = []
+        known = _compat.threads()
+        frames = sys._current_frames()
+        for thread in known:
+            if thread.ident in skip:
+                continue
+            where = _thread_name(thread)
+            if thread.ident == ours:
+                found.append(
+                    Hazard(
+                        "thread",
+                        where,
+                        "the listener of forksafe_logging does not exist in a child.",
+                        "It holds no lock a child could inherit; a forked child closes its "
+                        "copies of the listener's sockets.",
+                        True,
+                    )
+                )
+                continue
+            detail = _THREAD_DETAIL + _doing(frames.get(thread.ident or 0))
+            found.append(Hazard("thread", where, detail, self._thread_remedy(), False))
+        # Threads that threading does not know of have no name to give.
+        untracked = _compat.os_thread_count() - len(known)
+        if untracked > 0:
+            found.append(
+                Hazard(
+                    "thread",
+                    "%d thread%s not started through threading (by a C extension, or "
+                    "_thread.start_new_thread())" % (untracked, "" if untracked == 1 else "s"),
+                    _THREAD_DETAIL,
+                    self._thread_remedy(),
+                    False,
+                )
+            )
+        return found
+
+    def _thread_remedy(self) -> str:
+        logging_locks = (
+            "the child never uses the logging objects it inherited"
+            if self.mode == "forward"
+            else "every lock of the logging configuration is usable in the child"
+        )
+        return (
+            "Whatever this thread holds at the fork, %s. Locks outside logging that it "
+            "may hold (yours, a library's) stay held in the child: fork before starting "
+            "it, or when it holds none." % logging_locks
+        )
+
+
+_THREAD_DETAIL = (
+    "it does not exist in a child, and whatever it holds at the fork (a lock, half of "
+    "a write) stays held or half-done there."
+)
+
+
+def _logger_name(logger: logging.Logger) -> str:
+    return "the root logger" if logger is logging.root else "logger %r" % logger.name
+
+
+def in_stdlib(path: str) -> bool:
+    """Whether ``path`` (a code object's file) is the standard library's."""
+    paths = sysconfig.get_paths()
+    if path.startswith((paths["purelib"], paths["platlib"])):
+        return False  # site-packages may lie inside the stdlib's directory
+    return path.startswith((paths["stdlib"], "<frozen "))
+
+
+def outside_stdlib(frame: Any, also: Tuple[str, ...] = ()) -> Any:
+    """The innermost of ``frame`` and its callers in code neither of the stdlib nor in ``also``."""
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if path not in also and not in_stdlib(path):
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def position(frame: Any) -> str:
+    """``name() in file.py, line N``; the path inside the stdlib for its files."""
+    path = frame.f_code.co_filename
+    if in_stdlib(path) and not path.startswith("<"):
+        path = os.path.relpath(path, sysconfig.get_paths()["stdlib"])
+    else:
+        path = os.path.basename(path)
+    return "%s() in %s, line %d" % (frame.f_code.co_name, path, frame.f_lineno)
+
+
+def _doing(frame: Any) -> str:
+    """Where a thread is: its innermost frame, and the innermost outside the stdlib."""
+    if frame is None:
+        return ""
+    text = " When looked at, it was in %s" % position(frame)
+    caller = outside_stdlib(frame)
+    if caller is not None and caller is not frame:
+        text += ", called from %s" % position(caller)
+    return text + "."
+
+
+def _waiting(count: int, fate: str) -> str:
+    if count == 0:
+        return "Nothing is waiting in it now; what is waiting at the fork is %s." % fate
+    return "%d record%s waiting in it now %s %s." % (
+        count,
+        "" if count == 1 else "s",
+        "is" if count == 1 else "are",
+        fate,
+    )
+
+
+def _std_stream_note(stream: Any) -> str:
+    for name in ("stderr", "stdout"):
+        if getattr(sys, name) is stream:
+            return ", nor print() or a traceback through sys.%s" % name
+    return ""
