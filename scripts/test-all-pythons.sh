@@ -9,6 +9,9 @@ root=$(pwd)
 wheel_dir="$root/dist"
 # FORKSAFE_PYTHONS="3.12 3.13" narrows the run to those versions.
 read -r -a versions <<< "${FORKSAFE_PYTHONS:-3.9 3.10 3.11 3.12 3.13}"
+# uWSGI is compiled from source, about 20 s per Python: its end-to-end tests
+# run on these versions only, and skip (saying why) on the others.
+read -r -a uwsgi_versions <<< "${FORKSAFE_UWSGI_PYTHONS-3.13}"
 
 find_python() {  # $1 = minor version, e.g. 3.12 -> path of an interpreter, or nothing
     local v=$1 prefix
@@ -41,9 +44,14 @@ for v in "${versions[@]}"; do
     fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1
     if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel" \
-        || ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[test]"; then
+        || ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[test,e2e]"; then
         failed+=("$v (install)")
         continue
+    fi
+    if [[ " ${uwsgi_versions[*]} " == *" $v "* ]] \
+        && ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[e2e-uwsgi]"; then
+        # Its tests skip with the reason; the rest of the suite still runs.
+        echo "uWSGI did not build for Python $v: its tests will be skipped" >&2
     fi
     echo "=== Python $v ($("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')): tests against $(basename "$wheel")"
     # The pytest script, not 'python -m pytest': the latter puts the source
