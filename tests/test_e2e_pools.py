@@ -191,4 +191,3 @@ def test_billiard_spawn_needs_attach(scenario: Scenario) -> None:
     facts = scenario.run(BILLIARD, None, args=args, timeout=120).facts
     assert facts["worker_pids"]
     assert facts["counts"] == {}
-
