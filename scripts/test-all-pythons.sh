@@ -11,7 +11,7 @@ wheel_dir="$root/dist"
 read -r -a versions <<< "${FORKSAFE_PYTHONS:-3.9 3.10 3.11 3.12 3.13}"
 # uWSGI is compiled from source, about 20 s per Python: its end-to-end tests
 # run on these versions only, and skip (saying why) on the others.
-read -r -a uwsgi_versions <<< "${FORKSAFE_UWSGI_PYTHONS-3.13}"
+read -r -a uwsgi_versions <<< "${FORKSAFE_UWSGI_PYTHONS-3.12 3.13}"
 
 find_python() {  # $1 = minor version, e.g. 3.12 -> path of an interpreter, or nothing
     local v=$1 prefix
