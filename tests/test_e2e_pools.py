@@ -16,6 +16,7 @@ nowhere, so each of these tests fails without it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import sys
@@ -130,9 +131,18 @@ def test_process_pool_executor(scenario: Scenario, method: str, max_tasks: Optio
         assert len(facts["worker_pids"]) >= TASKS // max_tasks
 
 
-def _billiard() -> None:
+def _billiard(spawn_or_replacing: bool = False) -> None:
     if importlib.util.find_spec("billiard") is None:
         pytest.skip("billiard is not installed (pip install forksafe_logging[e2e])")
+    version = importlib.metadata.version("billiard")
+    if spawn_or_replacing and tuple(int(p) for p in version.split(".")[:2]) < (4, 3):
+        # 4.2.4 is the newest billiard that Python 3.9 gets.
+        pytest.skip(
+            "billiard %s itself fails here, with or without this library: its spawn "
+            "workers cannot find the task ('Can't get attribute ... on <module '__main__' "
+            "(built-in)>') and a worker with maxtasksperchild dies ('Worker exited "
+            "prematurely: exitcode 155'); 4.3.2 works" % version
+        )
 
 
 BILLIARD = (
@@ -171,7 +181,7 @@ def test_billiard_pool(
     scenario: Scenario, method: str, max_tasks: Optional[int], attach: bool
 ) -> None:
     """billiard's Pool: forked workers join by themselves, spawned ones with attach()."""
-    _billiard()
+    _billiard(spawn_or_replacing=method == "spawn" or max_tasks is not None)
     args = [str(TASKS), str(RECORDS), method, json.dumps(max_tasks), "attach" if attach else "-"]
     facts = scenario.run(BILLIARD, None, args=args, timeout=120).facts
     check(facts)
@@ -186,7 +196,7 @@ def test_billiard_spawn_needs_attach(scenario: Scenario) -> None:
     ``multiprocessing``'s process object; billiard has its own, so its spawn
     children start without the tree's levels and handlers.
     """
-    _billiard()
+    _billiard(spawn_or_replacing=True)
     args = [str(TASKS), str(RECORDS), "spawn", "null", "-"]
     facts = scenario.run(BILLIARD, None, args=args, timeout=120).facts
     assert facts["worker_pids"]
