@@ -14,6 +14,9 @@ read -r -a versions <<< "${FORKSAFE_PYTHONS:-3.9 3.10 3.11 3.12 3.13}"
 # the oldest the extra allows, and the newest this Python can install.
 # FORKSAFE_STRUCTLOG="" leaves those runs out.
 read -r -a structlogs <<< "${FORKSAFE_STRUCTLOG-structlog==21.1.0 structlog}"
+# uWSGI is compiled from source, about 20 s per Python: its end-to-end tests
+# run on these versions only, and skip (saying why) on the others.
+read -r -a uwsgi_versions <<< "${FORKSAFE_UWSGI_PYTHONS-3.12 3.13}"
 
 find_python() {  # $1 = minor version, e.g. 3.12 -> path of an interpreter, or nothing
     local v=$1 prefix
@@ -57,6 +60,11 @@ for v in "${versions[@]}"; do
             failed+=("$v (install)")
             continue
         fi
+    fi
+    if [[ " ${uwsgi_versions[*]} " == *" $v "* ]] \
+        && ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[e2e-uwsgi]"; then
+        # Its tests skip with the reason; the rest of the suite still runs.
+        echo "uWSGI did not build for Python $v: its tests will be skipped" >&2
     fi
     "$venv/bin/python" -m pip uninstall -q -y structlog >/dev/null 2>&1
     echo "=== Python $v ($("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')): tests against $(basename "$wheel"), structlog not installed"
