@@ -125,7 +125,7 @@ def _take_everything(settings: _settings.Settings, plan: _Plan) -> None:
     # before handler locks. Holding a handler lock while the stdlib's own hook
     # waits for the module lock can deadlock the parent (bpo-36533); if the
     # module lock is busy, take nothing and let the child distrust everything.
-    if not _take(_compat.LOGGING_MODULE_LOCK, deadline, plan):
+    if not _take(_compat.logging_module_lock(), deadline, plan):
         return
     reach = plan.reach = _reach.collect()
     for handler in reach.handlers:

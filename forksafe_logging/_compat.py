@@ -15,11 +15,18 @@ import threading
 import warnings
 from typing import Any, Callable, Dict, List, Optional
 
-#: ``logging``'s module lock. Every version from 3.9 to 3.13 calls it ``_lock``;
-#: 3.13 replaced the ``_acquireLock``/``_releaseLock`` helpers around it with
-#: ``_prepareFork``/``_afterFork`` and ``with _lock`` blocks, but the object is
-#: the same ``threading.RLock``.
-LOGGING_MODULE_LOCK: Any = logging._lock  # type: ignore[attr-defined]
+
+def logging_module_lock() -> Any:
+    """``logging``'s module lock, looked up now.
+
+    Every version from 3.9 to 3.13 calls it ``_lock``; 3.13 replaced the
+    ``_acquireLock``/``_releaseLock`` helpers around it with
+    ``_prepareFork``/``_afterFork`` and ``with _lock`` blocks, but the object
+    is the same ``threading.RLock``. Looked up at each use, not once: billiard
+    (Celery's pool) replaces it with a new lock in every process it starts.
+    """
+    return logging._lock  # type: ignore[attr-defined]
+
 
 #: ``threading.Lock()`` and ``threading.RLock()`` types. Both have had
 #: ``_at_fork_reinit()`` since 3.9, the oldest version we support.

@@ -73,7 +73,7 @@ def observe(reach: Optional[_reach.Reach], acquired: Sequence[Any]) -> List[Held
     me = threading.get_ident()
     # What each lock belongs to, and the file of the code that takes it.
     candidates: List[Tuple[Any, str, Any, Optional[str]]] = [
-        (None, "lock", _compat.LOGGING_MODULE_LOCK, logging.__file__)
+        (None, "lock", _compat.logging_module_lock(), logging.__file__)
     ]
     for handler in reach.handlers:
         candidates.append((handler, "lock", handler.lock, logging.__file__))

@@ -530,3 +530,33 @@ class TestGrandchildren:
     def test_grandchild_logs(self, scenario: Scenario) -> None:
         """Grandchildren are covered: the hooks work again in a forked child."""
         assert scenario.run(self.BODY, WITH).facts["child"] == "ok"
+
+
+@pytest.mark.timeout(30)
+def test_before_hook_takes_the_module_lock_logging_has_now() -> None:
+    """billiard gives logging a new module lock in each process; the hook must use that one."""
+    import logging
+    import threading
+
+    from scenario_lib import Holder
+
+    import forksafe_logging
+    from forksafe_logging import _atfork
+
+    original = logging._lock  # type: ignore[attr-defined]
+    replacement = threading.RLock()
+    logging._lock = replacement  # type: ignore[attr-defined]
+    try:
+        forksafe_logging.install(child="inherit", fork_timeout=0.05)
+        holder = Holder(replacement)  # another thread inside logging's critical section
+        try:
+            _atfork.before_fork()
+            plan = _atfork._plans[threading.get_ident()]
+            # Busy module lock: the hook must take nothing and leave it to the child.
+            taken_while_held = (plan.complete, list(plan.acquired))
+            _atfork.after_fork_in_parent()
+        finally:
+            holder.release()
+    finally:
+        logging._lock = original  # type: ignore[attr-defined]
+    assert taken_while_held == (False, [])
