@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing.process
+import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from forksafe_logging import _reach
@@ -155,10 +156,27 @@ def attach_spawned(endpoint: Any, found: Dict[str, int], disable: int) -> _Attac
     return _Attach()
 
 
+def _process_modules() -> List[Any]:
+    """``multiprocessing.process``, and billiard's copy of it if it is imported.
+
+    billiard (Celery's pool) keeps a process object of its own, whose config
+    its spawn children unpickle the same way. It is not imported here: a
+    program that imports it after ``install()`` attaches its billiard spawn
+    workers with ``attach()``.
+    """
+    found: List[Any] = [multiprocessing.process]
+    billiard = sys.modules.get("billiard.process")
+    if billiard is not None:
+        found.append(billiard)
+    return found
+
+
 def advertise() -> None:
     """Make children that ``multiprocessing`` starts from now on attach themselves."""
-    multiprocessing.process.current_process()._config[CONFIG_KEY] = _Attach()  # type: ignore[attr-defined]
+    for module in _process_modules():
+        module.current_process()._config[CONFIG_KEY] = _Attach()
 
 
 def withdraw() -> None:
-    multiprocessing.process.current_process()._config.pop(CONFIG_KEY, None)  # type: ignore[attr-defined]
+    for module in _process_modules():
+        module.current_process()._config.pop(CONFIG_KEY, None)

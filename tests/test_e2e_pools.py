@@ -148,17 +148,21 @@ def _billiard(spawn_or_replacing: bool = False) -> None:
 BILLIARD = (
     PRELUDE
     + """
-import billiard
-
 def join_tree():
-    # A billiard spawn child is not a multiprocessing child: it joins the
-    # tree like a subprocess does, with the levels its records need.
+    # What billiard spawn workers need when billiard is imported after
+    # install(): join the tree like a subprocess does, with the levels
+    # their records need.
     logging.root.setLevel(logging.INFO)
     forksafe_logging.attach()
 
 if __name__ == "__main__":
+    method, max_tasks = sys.argv[4], json.loads(sys.argv[5])
+    order, attach = sys.argv[6], sys.argv[7] == "attach"
+    if order == "early":
+        import billiard
     configure()
-    method, max_tasks, attach = sys.argv[4], json.loads(sys.argv[5]), sys.argv[6] == "attach"
+    if order == "late":
+        import billiard
     context = billiard.get_context(method)
     with context.Pool(2, maxtasksperchild=max_tasks,
                       initializer=join_tree if attach else None) as pool:
@@ -169,35 +173,35 @@ if __name__ == "__main__":
 
 
 @pytest.mark.parametrize(
-    ("method", "max_tasks", "attach"),
+    ("method", "max_tasks", "order", "attach"),
     [
-        ("fork", None, False),
-        ("fork", 3, False),
-        ("spawn", None, True),
-        ("spawn", 3, True),
+        ("fork", None, "early", "-"),
+        ("fork", 3, "early", "-"),
+        ("spawn", None, "early", "-"),
+        ("spawn", 3, "early", "-"),
+        ("spawn", None, "late", "attach"),
     ],
 )
 def test_billiard_pool(
-    scenario: Scenario, method: str, max_tasks: Optional[int], attach: bool
+    scenario: Scenario, method: str, max_tasks: Optional[int], order: str, attach: str
 ) -> None:
-    """billiard's Pool: forked workers join by themselves, spawned ones with attach()."""
+    """billiard's Pool: workers join by themselves; imported after install(), with attach()."""
     _billiard(spawn_or_replacing=method == "spawn" or max_tasks is not None)
-    args = [str(TASKS), str(RECORDS), method, json.dumps(max_tasks), "attach" if attach else "-"]
+    args = [str(TASKS), str(RECORDS), method, json.dumps(max_tasks), order, attach]
     facts = scenario.run(BILLIARD, None, args=args, timeout=120).facts
     check(facts)
     if max_tasks is not None:
         assert len(facts["worker_pids"]) >= TASKS // max_tasks
 
 
-def test_billiard_spawn_needs_attach(scenario: Scenario) -> None:
-    """Without attach(), billiard's spawn workers log nothing to the top (why the recipe has it).
+def test_billiard_imported_late_spawn_needs_attach(scenario: Scenario) -> None:
+    """billiard imported after install(): its spawn workers log nothing to the top by themselves.
 
-    The library makes ``multiprocessing``'s spawn children join through
-    ``multiprocessing``'s process object; billiard has its own, so its spawn
-    children start without the tree's levels and handlers.
+    install() puts what attaches a spawn child into the config of the process
+    objects of ``multiprocessing``, and of billiard if it is imported by then.
     """
     _billiard(spawn_or_replacing=True)
-    args = [str(TASKS), str(RECORDS), "spawn", "null", "-"]
+    args = [str(TASKS), str(RECORDS), "spawn", "null", "late", "-"]
     facts = scenario.run(BILLIARD, None, args=args, timeout=120).facts
     assert facts["worker_pids"]
     assert facts["counts"] == {}
