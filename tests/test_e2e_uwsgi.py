@@ -161,7 +161,10 @@ def _requests_logged(path: Path) -> List[List[str]]:
 
 
 def serve(
-    tmp_path: Path, fork_option: str, env_extra: Optional[Dict[str, str]] = None
+    tmp_path: Path,
+    fork_option: str,
+    env_extra: Optional[Dict[str, str]] = None,
+    clean_stop: bool = True,
 ) -> Dict[str, object]:
     """Run uWSGI, drive the requests, stop it; what the master's log file holds."""
     uwsgi = _uwsgi()
@@ -191,7 +194,12 @@ def serve(
         while len(_requests_logged(log)) < REQUESTS and time.monotonic() < deadline:
             time.sleep(0.05)
         server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        try:
+            server.wait(30 if clean_stop else 10)
+        except subprocess.TimeoutExpired:
+            if clean_stop:
+                raise
+            # Killed below; what the control looks at was written already.
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
@@ -258,8 +266,14 @@ def test_without_a_fork_option_workers_write_themselves(tmp_path: Path) -> None:
     The records still land once here, because nothing else was writing at
     the forks; but the workers are not in the tree, and nothing repaired what
     they inherited. This is why the recipe requires one of the options.
+
+    Such a worker may also fail to stop on SIGTERM (seen once in many runs on
+    3.13: a worker never exited; the helper that wrote these tests saw the
+    same misconfiguration stall workers with any Python thread in the
+    master, with or without this library), so this control does not require
+    a clean stop: its records were all written before the stop.
     """
-    facts = serve(tmp_path, "")
+    facts = serve(tmp_path, "", clean_stop=False)
     assert facts["errors"] == [], facts["output"]
     assert facts["counts"] == EXPECTED
     assert facts["writers"] == facts["served_by"]
