@@ -103,8 +103,9 @@ def _shutdown_only_handlers_made_from_now_on() -> None:
     had buffered, a second time, or block for ever on a stream whose lock
     that thread held at the fork. Code that looks the list up by name
     (``dictConfig``, the stdlib's handler registration, gevent's
-    ``patch_all()``) now finds only handlers made in this process; ``shutdown``
-    finds the old list through its default argument, which is rebound too.
+    ``patch_all()``) now finds only handlers made in this process. A call of
+    ``logging.shutdown()`` without arguments, as at exit, would still use the
+    old list, through its default argument: that is rebound too.
     """
     global _inherited_handler_list
     _inherited_handler_list = logging._handlerList  # type: ignore[attr-defined]
