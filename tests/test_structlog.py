@@ -363,7 +363,31 @@ def test_plain_dict_messages_of_the_stdlib_keep_their_text() -> None:
 
 # --- events from every process reach the top: structlog on its own ------------
 
-STANDALONE = """
+#: What both scenarios below do once the top's handler is set up: install(),
+#: four workers of ``work(n)`` under the start method in ``argv[2]``, and the
+#: events the top process wrote.
+RUN_WORKERS = """
+import json, multiprocessing, os, sys
+import forksafe_logging
+
+def run_workers():
+    forksafe_logging.install()
+    ctx = multiprocessing.get_context(sys.argv[2])
+    procs = [ctx.Process(target=work, args=(n,)) for n in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    forksafe_logging.flush(30)
+    with open("events.log") as f:
+        events = [json.loads(line) for line in f]
+    return dict(exitcodes=[p.exitcode for p in procs], pids=[p.pid for p in procs],
+                top=os.getpid(), events=events)
+"""
+
+STANDALONE = (
+    RUN_WORKERS
+    + """
 import json, logging, multiprocessing, os, sys
 import structlog
 import forksafe_logging
@@ -396,18 +420,9 @@ if __name__ == "__main__":
         handler.setFormatter(structlog.stdlib.ProcessorFormatter(
             processor=structlog.processors.JSONRenderer()))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    forksafe_logging.install()
-    ctx = multiprocessing.get_context(sys.argv[2])
-    procs = [ctx.Process(target=work, args=(n,)) for n in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    forksafe_logging.flush(30)
-    events = [json.loads(line) for line in open("events.log")]
-    report(exitcodes=[p.exitcode for p in procs], pids=[p.pid for p in procs], top=os.getpid(),
-           events=events)
+    report(**run_workers())
 """
+)
 
 
 def _check_events(facts: Dict[str, Any], method: str, processes: int, per_process: int) -> None:
@@ -449,7 +464,9 @@ def test_standalone_structlog_events_reach_the_top(
 
 # --- structlog over the standard library ------------------------------------
 
-STDLIB = """
+STDLIB = (
+    RUN_WORKERS
+    + """
 import json, logging, multiprocessing, os, sys
 import structlog
 import forksafe_logging
@@ -489,18 +506,11 @@ if __name__ == "__main__":
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processor=structlog.processors.JSONRenderer()))
     logging.basicConfig(level=logging.INFO, handlers=[handler, Types()])
-    forksafe_logging.install()
-    ctx = multiprocessing.get_context(sys.argv[2])
-    procs = [ctx.Process(target=work, args=(n,)) for n in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    forksafe_logging.flush(30)
-    events = [json.loads(line) for line in open("events.log")]
-    report(exitcodes=[p.exitcode for p in procs], pids=[p.pid for p in procs], top=os.getpid(),
-           events=events, types=sorted(Types.seen), loggers=sorted({e["logger"] for e in events}))
+    facts = run_workers()
+    report(**facts, types=sorted(Types.seen),
+           loggers=sorted({e["logger"] for e in facts["events"]}))
 """
+)
 
 
 @START_METHODS
