@@ -94,22 +94,31 @@ class Scenario:
         # installed wheel under make test): never the source tree by accident.
         env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(PACKAGE_HOME)])
         cmd = [sys.executable, str(script), json.dumps(install), *(args or [])]
-        proc = subprocess.Popen(
-            cmd,
-            cwd=self.tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            out, err = proc.communicate()
-            return Outcome(None, out, err)
-        return Outcome(proc.returncode, out, err)
+        return run_in_own_group(cmd, cwd=self.tmp_path, env=env, timeout=timeout)
+
+
+def run_in_own_group(cmd: List[str], *, cwd: Path, env: Dict[str, str], timeout: float) -> Outcome:
+    """Run ``cmd`` in a session of its own; past ``timeout``, kill all it started.
+
+    A process that does not finish in time has ``returncode`` ``None``
+    (:attr:`Outcome.hung`).
+    """
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, err = proc.communicate()
+        return Outcome(None, out, err)
+    return Outcome(proc.returncode, out, err)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-from conftest import PACKAGE_HOME, Scenario
+from conftest import PACKAGE_HOME, Scenario, run_in_own_group
 from scenario_lib import Holder
 
 import forksafe_logging
@@ -536,22 +536,13 @@ def _env() -> Dict[str, str]:
 
 def doctor(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m forksafe_logging doctor ARGS`` in ``cwd``, under a timeout."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "forksafe_logging", "doctor", *args],
-        cwd=cwd,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    cmd = [sys.executable, "-m", "forksafe_logging", "doctor", *args]
+    outcome = run_in_own_group(cmd, cwd=cwd, env=_env(), timeout=CLI_TIMEOUT)
+    assert not outcome.hung, "the doctor did not finish within %s s:\n%s" % (
+        CLI_TIMEOUT,
+        outcome.stderr,
     )
-    try:
-        out, err = proc.communicate(timeout=CLI_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return subprocess.CompletedProcess(cmd, outcome.returncode, outcome.stdout, outcome.stderr)
 
 
 POOL_SCRIPT = """
