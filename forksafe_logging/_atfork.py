@@ -30,19 +30,16 @@ import contextlib
 import copy
 import functools
 import logging
-import logging.config
 import logging.handlers
-import multiprocessing.util
 import os
+import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Set
 
 from forksafe_logging import (
     _channel,
     _compat,
     _forward,
-    _held,
     _reach,
     _server,
     _settings,
@@ -50,13 +47,20 @@ from forksafe_logging import (
     _structlog_locks,
 )
 
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Set, Tuple
+
 
 class _Plan:
     """What one thread's ``before`` hook took, for its ``after`` hooks."""
 
-    __slots__ = ("acquired", "busy", "busy_handlers", "complete", "held", "quieted", "reach")
+    __slots__ = ("acquired", "busy", "busy_handlers", "complete", "held", "pid", "quieted", "reach")
 
     def __init__(self) -> None:
+        #: A forwarding child keeps its parent's plans (see after_fork_in_child):
+        #: a plan is only ever acted on in the process that made it.
+        self.pid = os.getpid()
         self.quieted = False
         #: The walk done before the fork; the child reuses it (same memory).
         self.reach: Optional[_reach.Reach] = None
@@ -95,27 +99,47 @@ def before_fork() -> None:
     server = _server.current()
     if settings is None and server is None:
         return
-    plan = _Plan()
-    _plans[threading.get_ident()] = plan
+    if settings is not None and settings.child == "forward":
+        _forward.renew_handler_list()
     # A filter left by the previous fork (3.13) is for that fork only.
     _compat.unquiet_fork_warning()
-    if server is not None:
+    quieted = (
+        _compat.FORK_WARNS_ABOUT_THREADS
+        and server is not None
         # Our listener thread must not be why 3.12+ warns about this fork.
-        plan.quieted = _compat.quiet_fork_warning(1 if server.thread.is_alive() else 0)
+        and _compat.quiet_fork_warning(1 if server.thread.is_alive() else 0)
+    )
+    structlog_locks = _structlog_locks.write_locks()
+    if (
+        not quieted
+        and not structlog_locks
+        and (settings is None or (settings.child == "forward" and not settings.warn_held_locks))
+    ):
+        # The common case of a forwarding process, kept short: after a fork
+        # the parent pays a page fault for each page this code writes to.
+        return
+    plan = _Plan()
+    plan.quieted = quieted
+    _plans[threading.get_ident()] = plan
     if settings is None:
         return
-    _take_everything(settings, plan)
+    _take_everything(settings, plan, structlog_locks)
     if settings.warn_held_locks:
+        # Imported by install(warn_held_locks=True); a lookup here, not an import.
+        from forksafe_logging import _held
+
         # Reads lock states only; the warning waits for the parent's after hook.
         plan.held = _held.observe(plan.reach, plan.acquired)
 
 
-def _take_everything(settings: _settings.Settings, plan: _Plan) -> None:
+def _take_everything(
+    settings: _settings.Settings, plan: _Plan, structlog_locks: List[Tuple[Any, Any]]
+) -> None:
     """Take every lock logging (and structlog) reaches, in bounded time; record it in ``plan``."""
     deadline = time.monotonic() + settings.fork_timeout
     # structlog writes to its files itself, in every mode: no thread may be
     # in the middle of a line when the child's copy of the file is made.
-    for _, lock in _structlog_locks.write_locks():
+    for _, lock in structlog_locks:
         _take(lock, deadline, plan)
     if settings.child == "forward":
         # A forwarding child never uses the logging it inherits (see the
@@ -168,40 +192,60 @@ def _flush_stream(handler: logging.Handler, flushed: Set[int]) -> None:
 def after_fork_in_parent() -> None:
     """Release what this thread's ``before`` hook took, newest first."""
     plan = _plans.pop(threading.get_ident(), None)
-    if plan is None:
+    if plan is None or plan.pid != os.getpid():
         return
     if plan.quieted and not _compat.FORK_WARNS_AFTER_PARENT_HOOKS:
         _compat.unquiet_fork_warning()
     for lock in reversed(plan.acquired):
         lock.release()
     if plan.held:
+        from forksafe_logging import _held
+
         # The fork is done and every lock released: the warning may even go
         # through logging (captureWarnings).
         _held.warn(plan.held)
 
 
 def after_fork_in_child() -> None:
-    """Make every lock and queue usable, drop the parent's buffers, apply the child mode."""
-    plan = _plans.pop(threading.get_ident(), None)
-    # Plans of threads that forked concurrently: those threads are gone.
-    _plans.clear()
-    _compat.reinit_lock(_settings.install_lock)
-    _compat.reinit_lock(_register_lock)
-    _compat.unquiet_fork_warning()
+    """Make every lock and queue usable, drop the parent's buffers, apply the child mode.
+
+    Everything this touches costs the child a page fault per page it writes
+    (copy on write), and even calling a Python function writes to it (its
+    reference count): about 3 us per page here, and a forwarding child often
+    exits without logging. So its path calls few Python functions, and C
+    where it can.
+    """
+    if _compat.LOCKS_REINIT:
+        # Taken by install() in a thread that is not here, perhaps.
+        _settings.install_lock._at_fork_reinit()  # type: ignore[attr-defined]
+        _server.lock._at_fork_reinit()  # type: ignore[attr-defined]
+    else:  # gevent's locks (patched before we were imported), say
+        _settings.install_lock = threading.Lock()
+        _server.lock = threading.Lock()
+    if _compat.quiet_filters:
+        _compat.unquiet_fork_warning(every=True)
     # The parent's listener and connection are not this process's.
     _channel.after_fork_in_child(_server.after_fork_in_child())
     settings = _settings.current
     if settings is None:
         return
-    for _, lock in _structlog_locks.write_locks():
-        # Taken by our before hook, or held by a thread that is not here.
-        _compat.reinit_lock(lock)
+    if "structlog" in sys.modules:
+        for _, lock in _structlog_locks.write_locks():
+            # Taken by our before hook, or held by a thread that is not here.
+            _compat.reinit_lock(lock)
     if settings.child == "forward":
+        # The plans of the parent's threads are left for the next fork to
+        # overwrite: freeing them would cost more than keeping them.
         # A child of a forwarding process already forwards: its handlers are
         # forwarders, and the undo record stays as it is.
         if not _settings.undo:
-            _settings.undo[:] = _forward.abandon_and_forward()
+            _forward.forward_in_forked_child()
         return
+    plan = _plans.pop(threading.get_ident(), None)
+    # Plans of threads that forked concurrently: those threads are gone.
+    _plans.clear()
+    if plan is not None and plan.pid != os.getppid():
+        plan = None  # left by a forwarding ancestor: not this fork's
     if plan is not None and plan.complete and plan.reach is not None:
         # The walk made before the fork is in this memory too.
         reach = plan.reach
@@ -306,11 +350,12 @@ class _RestartOnFirstUse:
                 listener.start()
                 # Nobody in the child knows this thread exists: stop it (which
                 # handles what is queued) when the child ends, whether by
-                # interpreter exit or by multiprocessing's os._exit().
+                # interpreter exit or by multiprocessing's os._exit() (in a
+                # child multiprocessing started, so it is imported).
                 atexit.register(_stop_listener, listener)
-                multiprocessing.util.Finalize(
-                    listener, _stop_listener, args=(listener,), exitpriority=100
-                )
+                mp_util = sys.modules.get("multiprocessing.util")
+                if mp_util is not None:
+                    mp_util.Finalize(listener, _stop_listener, args=(listener,), exitpriority=100)
         handler.enqueue(record)
 
 
@@ -344,6 +389,9 @@ def _reset_configuration(settings: _settings.Settings) -> None:
         if callable(config):
             config()
         else:
+            # Imported by install(child="reset", config={...}): a lookup here.
+            import logging.config
+
             logging.config.dictConfig(copy.deepcopy(dict(config)))
     except Exception as exc:
         _report("applying the child's logging configuration failed: %r" % (exc,))
@@ -356,13 +404,12 @@ def _report(message: str) -> None:
 
 
 _registered = False
-_register_lock = threading.Lock()
 
 
 def register() -> None:
     """Register the hooks once per interpreter (children inherit them)."""
     global _registered
-    with _register_lock:
+    with _server.lock:
         if not _registered:
             os.register_at_fork(
                 before=before_fork,

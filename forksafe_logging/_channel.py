@@ -9,24 +9,28 @@ connection: it opens its own.
 
 from __future__ import annotations
 
+import _socket
 import os
 import select
 import socket
 import sys
 import threading
 import time
-from typing import Callable, Dict, Optional, Tuple
 
 from forksafe_logging import _server, _wire
+
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    from typing import Callable, Dict, Optional, Tuple
+
+    #: ``(top pid, key, socket path)``: how a process reaches a listener.
+    Endpoint = Tuple[int, bytes, str]
 
 #: Where descendants find the listener: ``"<top pid>:<key hex>:<socket path>"``.
 #: Set by the top process; spawn and forkserver children and subprocesses
 #: inherit it with the environment.
 ENV_VAR = "FORKSAFE_LOGGING_LISTENER"
 
-
-#: ``(top pid, key, socket path)``: how a process reaches a listener.
-Endpoint = Tuple[int, bytes, str]
 
 #: The listener of the tree this process belongs to, when it is not the top.
 #: Set in a forked child (from the parent), in a spawned child (from what its
@@ -38,7 +42,7 @@ def endpoint() -> Optional[Endpoint]:
     """The listener this process sends to: its own if it is the top, else its tree's."""
     server = _server.current()
     if server is not None:
-        return server.pid, server.key, server.address
+        return server.endpoint
     return _tree
 
 
@@ -209,16 +213,22 @@ def channel() -> Channel:
 
 
 def after_fork_in_child(parent_server: Optional[_server.Server]) -> None:
-    """The parent's connection and lock are not the child's: start afresh.
+    """Close the child's copy of the parent's connection; join the top's tree.
 
-    A child of the top process joins the top's tree. The inherited socket
-    object is dropped without a word on it; its descriptor copy closes when
-    it is collected, which the parent never sees.
+    A child of the top process joins the top's tree. The inherited
+    :class:`Channel` stays as it is (its lock may be held by a thread that is
+    not here); :func:`channel` makes the child its own on first use.
     """
-    global _channel
-    _channel = Channel()
+    global _tree
+    sock = _channel.sock
+    if sock is not None:
+        # Or the listener would not see the parent's connection end, should
+        # the parent die first. The C method: socket.socket.close() is
+        # Python code, and running code for the first time in a child
+        # writes to it (a page fault).
+        _socket.socket.close(sock)
     if parent_server is not None:
-        join((parent_server.pid, parent_server.key, parent_server.address))
+        _tree = parent_server.endpoint
 
 
 def warn_once(ch: Channel, reason: str, write: Callable[[str], None]) -> None:

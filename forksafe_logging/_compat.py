@@ -13,7 +13,15 @@ import socket
 import sys
 import threading
 import warnings
-from typing import Any, Callable, Dict, List, Optional
+
+# Not ``from typing import TYPE_CHECKING``: typing is a large module, and
+# each module a process has imported makes its forks slower (a fork copies
+# the page tables of all its memory), so the package does not import it at
+# run time. mypy treats any name ``TYPE_CHECKING`` as true; every module of
+# the package that needs names from typing imports them under it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional
 
 
 def logging_module_lock() -> Any:
@@ -27,6 +35,10 @@ def logging_module_lock() -> Any:
     """
     return logging._lock  # type: ignore[attr-defined]
 
+
+#: Whether our own locks (``threading.Lock()``) can be re-initialized in place:
+#: not if gevent patched ``threading`` before this package was imported.
+LOCKS_REINIT = hasattr(threading.Lock(), "_at_fork_reinit")
 
 #: ``threading.Lock()`` and ``threading.RLock()`` types. Both have had
 #: ``_at_fork_reinit()`` since 3.9, the oldest version we support.
@@ -146,6 +158,12 @@ def os_thread_count() -> int:
         return 0
 
 
+#: How many of our filters are in ``warnings.filters``: so that a fork where
+#: we added none (always before 3.12) does not scan the filters, which after
+#: a fork costs the child a page fault per filter page it touches.
+quiet_filters = 0
+
+
 def quiet_fork_warning(our_threads: int) -> bool:
     """Silence 3.12+'s multi-threaded-fork warning if our threads are the only cause.
 
@@ -154,6 +172,7 @@ def quiet_fork_warning(our_threads: int) -> bool:
     :data:`FORK_WARNS_AFTER_PARENT_HOOKS` for when). Returns whether it was
     added.
     """
+    global quiet_filters
     if not FORK_WARNS_ABOUT_THREADS or our_threads <= 0:
         return False
     threads = os_thread_count()
@@ -163,18 +182,32 @@ def quiet_fork_warning(our_threads: int) -> bool:
     if threads - our_threads > 1:
         return False  # someone else's thread: the warning is theirs to get
     warnings.filters.insert(0, _QUIET_FORK)  # type: ignore[attr-defined]
+    quiet_filters += 1
     warnings._filters_mutated()  # type: ignore[attr-defined]
     return True
 
 
-def unquiet_fork_warning() -> None:
+def unquiet_fork_warning(every: bool = False) -> None:
+    """Remove one filter :func:`quiet_fork_warning` added (``every``: all of them)."""
+    global quiet_filters
+    if not quiet_filters:
+        return
     filters: Any = warnings.filters
     # By identity: list.remove() would compare every filter, regex and all.
-    for index, entry in enumerate(filters):
-        if entry is _QUIET_FORK:
+    index = 0
+    removed = False
+    while index < len(filters):
+        if filters[index] is _QUIET_FORK:
             del filters[index]
-            warnings._filters_mutated()  # type: ignore[attr-defined]
-            return
+            removed = True
+            if not every:
+                break
+        else:
+            index += 1
+    # Not found: someone reset the filters (warnings.resetwarnings(), say).
+    quiet_filters = quiet_filters - 1 if removed and not every else 0
+    if removed:
+        warnings._filters_mutated()  # type: ignore[attr-defined]
 
 
 def being_spawned_by_multiprocessing() -> bool:
@@ -183,9 +216,9 @@ def being_spawned_by_multiprocessing() -> bool:
     ``spawn._main`` sets ``current_process()._inheriting`` while it imports
     the parent's main module and unpickles the process object (3.9 to 3.13).
     """
-    import multiprocessing.process
-
-    return bool(getattr(multiprocessing.process.current_process(), "_inheriting", False))
+    process = sys.modules.get("multiprocessing.process")
+    # Not imported: then multiprocessing is not starting this process.
+    return process is not None and bool(getattr(process.current_process(), "_inheriting", False))
 
 
 def handlers_of_running_dict_config() -> Optional[Any]:

@@ -18,9 +18,12 @@ from __future__ import annotations
 import logging
 import multiprocessing.process
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from forksafe_logging import _reach
+
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: The key in ``multiprocessing.current_process()._config``.
 CONFIG_KEY = "forksafe_logging"
@@ -45,36 +48,202 @@ def _forwarding_handlers(logger: logging.Logger, forwarder: logging.Handler) -> 
     return [forwarder] if logger is logging.root or not logger.propagate else []
 
 
+def forward_in_forked_child() -> None:
+    """In a forked child's at-fork hook: make the child forward, at as little cost as possible.
+
+    The inherited handlers are the parent's; the child will not use them.
+    Taking them off every logger (:func:`abandon_and_forward`) writes to each
+    logger, and after a fork every page written to costs a page fault (about
+    3 us here), which for a child that never logs (one that execs, or exits
+    at once) is all cost. So here the child only arms two switches, and the
+    loggers are rewired when it first uses logging: its first record
+    (``Logger.callHandlers``) or its first step through logging's module
+    lock, which every change to the configuration takes first (adding or
+    removing a handler, making one, ``getLogger()``, ``setLevel()``,
+    ``basicConfig()``, ``dictConfig()``, ``fileConfig()``). Everything it
+    needs was made in the parent (:func:`prepare_forwarder`): even a call to
+    a Python function costs a fault or two here.
+    """
+    global _pending, _inherited_handler_list
+    # Give logging a new, empty list of handlers to shut down. shutdown()
+    # (at exit, and from dictConfig and fileConfig, which shut down every
+    # handler in the list before configuring) takes no lock, and would flush
+    # and close the inherited handlers: write what a thread of the parent had
+    # buffered, a second time, or block for ever on a stream whose lock that
+    # thread held at the fork. Code that looks the list up by name
+    # (dictConfig, the stdlib's handler registration, gevent's patch_all())
+    # finds only handlers made in this process from now on; shutdown()'s
+    # default argument, used at exit, is rebound too.
+    _inherited_handler_list = logging._handlerList  # type: ignore[attr-defined]
+    logging._handlerList = _next_handler_list[0]  # type: ignore[attr-defined]
+    logging.shutdown.__defaults__ = _next_handler_list
+    switch = _switch
+    lock: Any = logging._lock  # type: ignore[attr-defined]
+    current = logging.Logger.callHandlers
+    inherited_armed = switch is not None and lock is switch
+    if switch is not None and inherited_armed:
+        # Armed in the parent, which never used logging (uWSGI runs no
+        # "before" hook, which would have taken the lock): same switch.
+        call_handlers = switch.call_handlers
+        lock = switch.real
+    else:
+        call_handlers = current
+    klass = logging.Logger.manager.loggerClass or logging._loggerClass  # type: ignore[attr-defined]
+    if (
+        switch is None
+        or klass.callHandlers is not current
+        or klass.handle is not logging.Logger.handle
+    ):
+        # A logger class that dispatches records its own way might not reach
+        # the switch (or prepare_forwarder() did not run): rewire now.
+        with lock:
+            if switch is not None and inherited_armed:
+                _disarm(switch)
+            _rewire_locked()
+        return
+    switch.real = lock
+    switch.call_handlers = call_handlers
+    _pending = switch
+    logging._lock = switch  # type: ignore[attr-defined]
+    logging.Logger.callHandlers = _rewire_then_call_handlers  # type: ignore[method-assign,assignment]
+
+
+class _RewireOnFirstUse:
+    """``logging._lock`` in a forked child until the child first uses logging.
+
+    Forwards everything to the real lock; the first acquisition rewires the
+    loggers first (:func:`rewire`) and puts the real lock back.
+    """
+
+    __slots__ = ("call_handlers", "real")
+
+    def __init__(self) -> None:
+        self.real: Any = None
+        self.call_handlers: Any = None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        rewire()
+        return bool(self.real.acquire(blocking, timeout))
+
+    def release(self) -> None:
+        self.real.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.real.release()
+
+    def __getattr__(self, name: str) -> Any:
+        # _at_fork_reinit, _is_owned, locked...: the real lock's, untouched.
+        return getattr(self.real, name)
+
+
+#: Made in the parent by prepare_forwarder(), armed in a forked child.
+_switch: Optional[_RewireOnFirstUse] = None
+
+#: The empty list of handlers a forked child gives ``logging`` (and
+#: ``shutdown()``'s default argument), made in the parent before each fork.
+_next_handler_list: Tuple[List[Any]] = ([],)
+
+
+#: The switch armed in this forked child, until it fires.
+_pending: Optional[_RewireOnFirstUse] = None
+
+
+def _rewire_then_call_handlers(logger: logging.Logger, record: logging.LogRecord) -> None:
+    pending = _pending
+    rewire()
+    call_handlers = pending.call_handlers if pending is not None else logging.Logger.callHandlers
+    call_handlers(logger, record)
+
+
+def rewire() -> None:
+    """Take the inherited handlers off the loggers now, if a fork left that pending.
+
+    Safe to call from any thread, at any time, with logging's module lock
+    held or not. ``install()``, ``attach()`` and ``uninstall()`` call it in a
+    child before they look at the loggers.
+    """
+    pending = _pending
+    if pending is None:
+        return
+    with pending.real:
+        if _pending is not pending:
+            return  # another thread did it while we waited
+        _disarm(pending)
+        _rewire_locked()
+
+
+def _rewire_locked() -> None:
+    """Rewire; the caller holds logging's module lock, which guards the dict of loggers."""
+    from forksafe_logging import _settings
+
+    if not _settings.undo:
+        _settings.undo[:] = abandon_and_forward()
+
+
+def _disarm(pending: _RewireOnFirstUse) -> None:
+    global _pending
+    _pending = None
+    if logging._lock is pending:  # type: ignore[attr-defined]
+        logging._lock = pending.real  # type: ignore[attr-defined]
+    if vars(logging.Logger).get("callHandlers") is _rewire_then_call_handlers:
+        logging.Logger.callHandlers = pending.call_handlers  # type: ignore[method-assign]
+
+
+def disarm() -> None:
+    """Forget a pending rewiring: the child keeps what it inherited (for ``uninstall()``)."""
+    pending = _pending
+    if pending is not None:
+        with pending.real:
+            if _pending is pending:
+                _disarm(pending)
+
+
 def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
-    """In a forked child: forward, leaving the inherited handlers untouched forever.
+    """Forward, leaving the inherited handlers untouched forever.
 
     The inherited handlers are the parent's; the child will not use them. So
     their handler lists are abandoned whole (never freed, so no handler is
     ever deallocated, flushed or closed here: whatever a thread of the parent
-    had half-written stays unwritten in the child), and at exit
-    ``logging.shutdown()`` sees only the handlers made after the fork.
-    Touching nothing else is what keeps this cheap: after a fork every
-    object written to costs a page fault (about 3 us here), and even freeing
-    a handler's weak reference writes to the handler.
+    had half-written stays unwritten in the child). A logger that has
+    neither handlers nor filters, and needs no forwarder, is left as it is.
+    Called with logging's module lock held, which guards the dict of loggers.
     """
-    from forksafe_logging import _streams
-
-    _shutdown_only_handlers_made_from_now_on()
     # Made in the parent (prepare_forwarder): a handler made here would cost
     # about 100 us of faults in logging's registries.
+    prepared = _forwarder is not None
     forwarder = _forwarder if _forwarder is not None else _new_forwarder()
+    root = logging.root
     taken = []
-    for logger in _reach.loggers():
-        taken.append((logger, logger.handlers, logger.filters))
-        logger.handlers = _forwarding_handlers(logger, forwarder)
-        logger.filters = []
-    # One never-freed list keeps every inherited handler list alive.
-    _streams.abandon(list(taken))
+    for logger in (root, *logging.Logger.manager.loggerDict.values()):
+        if not isinstance(logger, logging.Logger):
+            continue  # a placeholder
+        handlers = logger.handlers
+        filters = logger.filters
+        ends_walk = logger is root or not logger.propagate
+        if not (handlers or filters or ends_walk):
+            continue
+        taken.append((logger, handlers, filters))
+        logger.handlers = [forwarder] if ends_walk else []
+        if filters:
+            logger.filters = []
+    if prepared:
+        # Never freed: the list was made unfreeable in the parent, where that is cheap.
+        _keep_forever.append(taken)
+    else:
+        from forksafe_logging import _streams
+
+        _streams.abandon(taken)
     return taken
 
 
 #: The forwarder forked children put on their loggers, made before the fork.
 _forwarder: Optional[logging.Handler] = None
+
+#: What forwarding children abandon (see :func:`prepare_forwarder`).
+_keep_forever: List[Any] = []
 
 
 def _new_forwarder() -> logging.Handler:
@@ -84,34 +253,32 @@ def _new_forwarder() -> logging.Handler:
 
 
 def prepare_forwarder() -> None:
-    """Make the forwarder that forked children will use, while it is cheap."""
-    global _forwarder
+    """Make, while it is cheap, what forked children will need to forward."""
+    global _forwarder, _switch
+    if _switch is None:
+        _switch = _RewireOnFirstUse()
     if _forwarder is None:
+        from forksafe_logging import _streams
+
         _forwarder = _new_forwarder()
+        # One reference nobody owns: the list, and what a child appends to
+        # it, outlive even interpreter shutdown in every process of the tree.
+        _streams.abandon(_keep_forever)
 
 
 #: The inherited ``logging._handlerList``, kept alive, never walked again.
 _inherited_handler_list: Optional[List[Any]] = None
 
 
-def _shutdown_only_handlers_made_from_now_on() -> None:
-    """Give ``logging`` a new, empty list of handlers to shut down.
+def renew_handler_list() -> None:
+    """Before a fork: make the empty handler list the child will give ``logging``.
 
-    ``logging.shutdown()`` (at exit, and from ``dictConfig`` and ``fileConfig``,
-    which shut down every handler in the list before configuring) would
-    flush and close the inherited handlers: write what a thread of the parent
-    had buffered, a second time, or block for ever on a stream whose lock
-    that thread held at the fork. Code that looks the list up by name
-    (``dictConfig``, the stdlib's handler registration, gevent's
-    ``patch_all()``) now finds only handlers made in this process. A call of
-    ``logging.shutdown()`` without arguments, as at exit, would still use the
-    old list, through its default argument: that is rebound too.
+    Only needed when this process is itself a forked child, whose own list
+    is the one made for it: its children must not shut its handlers down.
     """
-    global _inherited_handler_list
-    _inherited_handler_list = logging._handlerList  # type: ignore[attr-defined]
-    fresh: List[Any] = []
-    logging._handlerList = fresh  # type: ignore[attr-defined]
-    logging.shutdown.__defaults__ = (fresh,)
+    global _next_handler_list
+    if logging._handlerList is _next_handler_list[0]:  # type: ignore[attr-defined]
+        _next_handler_list = ([],)
 
 
 def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:

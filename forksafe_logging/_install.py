@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Optional, Tuple
 
-from forksafe_logging import _atfork, _forward, _server, _settings
-from forksafe_logging._settings import ChildConfig
+from forksafe_logging import _atfork, _forward, _server, _settings, _streams
+
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
+
+    from forksafe_logging._settings import ChildConfig
 
 #: How long, at most, one fork waits in total for the locks logging holds.
 DEFAULT_FORK_TIMEOUT = 0.1
@@ -77,7 +81,18 @@ def install(
        ``warn_held_locks`` is new.
     """
     settings = _validate(child, config, fork_timeout, warn_held_locks)
+    # What the hooks may need, imported now: never inside a fork hook, and
+    # not at all by programs that do not need it (every module a process
+    # has imported makes each of its forks slower).
+    _streams.prepare()
+    if warn_held_locks:
+        from forksafe_logging import _held  # noqa: F401
+    if isinstance(config, Mapping):
+        import logging.config  # noqa: F401
     with _settings.install_lock:
+        # In a forked child that has not used logging yet: first finish what
+        # the fork began, whatever the mode asked for now (see _forward).
+        _forward.rewire()
         _atfork.register()
         if settings.child == "forward":
             from forksafe_logging.handlers import _is_descendant, _start_listener
@@ -146,6 +161,8 @@ def join_tree(where: Tuple[int, bytes, str]) -> None:
 
 
 def _become_descendant(settings: _settings.Settings) -> None:
+    # A forked child that has not used logging yet: finish what the fork began.
+    _forward.rewire()
     if not _settings.undo:
         _settings.undo[:] = _forward.forward_tree()
     _forward.advertise()
@@ -167,6 +184,9 @@ def uninstall() -> None:
     with _settings.install_lock:
         was = _settings.current
         _settings.current = None
+        # A forked child that has not used logging yet still has what it
+        # inherited on its loggers: it keeps it.
+        _forward.disarm()
         _forward.withdraw()
         if _settings.undo:
             _forward.restore(_settings.undo)

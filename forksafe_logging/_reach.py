@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import multiprocessing.queues
 import queue
 import socket
-from typing import Any, Dict, List, Optional, Set
+import sys
 
 from forksafe_logging import _compat
+
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Set
 
 
 class Reach:
@@ -178,7 +181,9 @@ def is_thread_queue(q: object) -> bool:
 
 def is_process_queue(q: object) -> bool:
     """A ``multiprocessing`` queue: shared with other processes through a pipe."""
-    return isinstance(q, (multiprocessing.queues.Queue, multiprocessing.queues.SimpleQueue))
+    queues = sys.modules.get("multiprocessing.queues")
+    # Not imported: then no such queue exists (and importing it costs every fork).
+    return queues is not None and isinstance(q, (queues.Queue, queues.SimpleQueue))
 
 
 def is_in_process_queue(q: object) -> bool:

@@ -12,21 +12,20 @@ process: through the logger tree (route ``""``) or to a
 from __future__ import annotations
 
 import atexit
-import hashlib
-import hmac
 import logging
 import os
 import selectors
-import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, List, Optional
 
-from forksafe_logging import _wire
+from forksafe_logging import _streams, _wire
+
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional
 
 CHALLENGE_SIZE = 32
 #: At exit, how long the listener still waits for records that are half-sent.
@@ -36,9 +35,58 @@ _RECV_SIZE = 1 << 18
 _MAX_SOCKET_PATH = 107
 
 
+# Keyed BLAKE2b is a MAC by design. From the private modules when they are
+# there: hashlib and hmac would load OpenSSL's libcrypto into every process
+# of the tree, and each shared library mapped makes every fork slower.
+try:
+    from _blake2 import blake2b as _blake2b
+    from _operator import _compare_digest as compare_digest
+except ImportError:  # pragma: no cover - an interpreter built without them
+    from hashlib import blake2b as _blake2b
+    from hmac import compare_digest  # type: ignore[no-redef]
+
+
 def answer(key: bytes, challenge: bytes) -> bytes:
     """The response that proves knowledge of ``key``."""
-    return hmac.new(key, challenge, hashlib.sha256).digest()
+    return _blake2b(challenge, key=key, digest_size=32).digest()
+
+
+def _private_directory(under: Optional[str] = None) -> str:
+    """A new directory that only this user can enter (mode 0700), for the socket.
+
+    ``tempfile.mkdtemp()`` if the program has imported tempfile (it honours
+    ``tempfile.tempdir``); otherwise the same thing done here, in the same
+    places: importing tempfile imports shutil, bz2, lzma and random into every
+    process of the tree, and every module a process has imported makes each
+    of its forks slower.
+    """
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        return str(tempfile.mkdtemp(prefix=_DIRECTORY_PREFIX, dir=under))
+    if under is not None:
+        places = [under]
+    else:
+        places = [os.environ.get(name, "") for name in ("TMPDIR", "TEMP", "TMP")]
+        places += ["/tmp", "/var/tmp", "/usr/tmp", os.getcwd()]
+    for place in places:
+        if not place:
+            continue
+        for _ in range(100):
+            path = os.path.abspath(os.path.join(place, _DIRECTORY_PREFIX + os.urandom(6).hex()))
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                continue
+            except OSError:
+                break  # not there, not writable: the next place
+            return path
+    raise FileNotFoundError(
+        "no place for the listener's socket: none of TMPDIR, TEMP, TMP, /tmp, /var/tmp, "
+        "/usr/tmp or the working directory is writable"
+    )
+
+
+_DIRECTORY_PREFIX = "forksafe-logging-"
 
 
 class _Connection:
@@ -58,20 +106,30 @@ class Server:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.key = os.urandom(32)
-        self.directory = tempfile.mkdtemp(prefix="forksafe-logging-")  # mode 0700
+        self.directory = _private_directory()
         self.address = os.path.join(self.directory, "listener.sock")
         if len(os.fsencode(self.address)) > _MAX_SOCKET_PATH:
             # A long TMPDIR: Unix socket paths are limited to 107 bytes.
             os.rmdir(self.directory)
-            self.directory = tempfile.mkdtemp(prefix="forksafe-logging-", dir="/tmp")
+            self.directory = _private_directory("/tmp")
             self.address = os.path.join(self.directory, "listener.sock")
+        #: How descendants reach this listener: ``(pid, key, socket path)``.
+        self.endpoint = (self.pid, self.key, self.address)
         self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listening.bind(self.address)
         self._listening.listen(128)
         self._listening.setblocking(False)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self._selector = selectors.DefaultSelector()
+        child_closes.extend((self._listening.fileno(), self._wake_r, self._wake_w))
+        # Never freed, in any process: a forked child closes its copies of
+        # these descriptors by number (see child_closes), so no socket object
+        # of this server may close them again when it is deallocated, by
+        # which time the numbers may be the child's own files.
+        _streams.prepare()
+        _streams.abandon(self)
+        # poll(), not epoll: no descriptor of its own for a forked child to close.
+        self._selector = selectors.PollSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._connections: Dict[int, _Connection] = {}
@@ -134,11 +192,14 @@ class Server:
                 continue
             conn = _Connection(sock, challenge)
             self._connections[sock.fileno()] = conn
+            child_closes.append(sock.fileno())
             self._selector.register(sock, selectors.EVENT_READ, conn)
             self.stats["connections"] += 1
 
     def _close(self, conn: _Connection) -> None:
-        self._connections.pop(conn.sock.fileno(), None)
+        fd = conn.sock.fileno()
+        self._connections.pop(fd, None)
+        forget_descriptor(fd)  # before the number can be reused
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -173,9 +234,7 @@ class Server:
         if not conn.authenticated:
             if len(buf) < CHALLENGE_SIZE:
                 return True
-            if not hmac.compare_digest(
-                bytes(buf[:CHALLENGE_SIZE]), answer(self.key, conn.challenge)
-            ):
+            if not compare_digest(bytes(buf[:CHALLENGE_SIZE]), answer(self.key, conn.challenge)):
                 self.stats["auth_failures"] += 1
                 return False
             conn.authenticated = True
@@ -303,9 +362,15 @@ class Server:
         self._call(finish, timeout + 5)
         self.thread.join(timeout + 5)
         self._release_resources()
+        # Imported here: shutil imports zlib, bz2 and lzma, which every fork
+        # of every process of the tree would otherwise pay for.
+        import shutil
+
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def _release_resources(self) -> None:
+        for fd in (self._listening.fileno(), self._wake_r, self._wake_w, *self._connections):
+            forget_descriptor(fd)
         for conn in list(self._connections.values()):
             conn.sock.close()
         self._connections.clear()
@@ -316,15 +381,11 @@ class Server:
                 os.close(fd)
             except OSError:
                 pass
-
-    def close_in_child(self) -> None:
-        """In a forked child: close the copies of the listener's descriptors.
-
-        Closing a copy shuts nothing down for the parent. It matters: a child
-        that kept the listening socket open would keep accepting connections
-        into a backlog nobody reads once the top process has died.
-        """
-        self._release_resources()
+        # This object is never freed (see __init__): let go of the program's
+        # objects it holds, the handlers of the routes above all.
+        self._routes.clear()
+        self._loggers.clear()
+        self._requests = []
 
 
 def _warn(message: str) -> None:
@@ -335,7 +396,22 @@ def _warn(message: str) -> None:
 
 
 _server: Optional[Server] = None
-_server_lock = threading.Lock()
+#: Guards starting and stopping the listener, and the at-fork hooks'
+#: registration; re-initialized in a forked child (see _atfork).
+lock = threading.Lock()
+
+#: Descriptors of this process's listener, which a forked child closes its
+#: copies of. Another thread may be changing it at a fork:
+#: a number is added once it is open and removed before it is closed, so
+#: whatever the child sees, it closes only descriptors that are ours.
+child_closes: List[int] = []
+
+
+def forget_descriptor(fd: int) -> None:
+    try:
+        child_closes.remove(fd)
+    except ValueError:
+        pass
 
 
 def current() -> Optional[Server]:
@@ -349,7 +425,7 @@ def current() -> Optional[Server]:
 def ensure_started() -> Server:
     """The running listener of this process, started if needed."""
     global _server
-    with _server_lock:
+    with lock:
         server = current()
         if server is None or not server.thread.is_alive():
             server = _server = Server()
@@ -360,7 +436,7 @@ def ensure_started() -> Server:
 def stop(timeout: float = SHUTDOWN_TIMEOUT) -> None:
     """Stop this process's listener, if it runs one."""
     global _server
-    with _server_lock:
+    with lock:
         server = current()
         _server = None
     if server is not None:
@@ -374,11 +450,25 @@ def _stop_at_exit(server: Server) -> None:
 
 
 def after_fork_in_child() -> Optional[Server]:
-    """Forget the parent's listener (closing only the child's copies); return it."""
-    global _server, _server_lock
-    _server_lock = threading.Lock()
+    """In a forked child: forget the parent's listener; close the copies in :data:`child_closes`.
+
+    Returns the listener the parent ran, if any. Closing a copy shuts nothing
+    down for the parent. It matters: a child that kept the listening socket
+    open would keep accepting connections into a backlog nobody reads once
+    the top process has died, and one that kept a connection open would hide
+    its sender's death from the listener. By number, and nothing else: after
+    a fork every object written to costs a page fault, and even calling a
+    method writes to it.
+    """
+    global _server
+    for fd in child_closes:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    # Or this child's own children would close these numbers again, when
+    # they may be descriptors this child has opened since.
+    del child_closes[:]
     server = _server
-    _server = None
-    if server is not None:
-        server.close_in_child()
+    _server = None  # never freed (see Server.__init__)
     return server

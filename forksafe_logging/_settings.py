@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
-#: A configuration for a child in ``"reset"`` mode: a ``dictConfig`` dict, or
-#: a callable that configures logging itself.
-ChildConfig = Union[Mapping[str, Any], Callable[[], object]]
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
+
+    #: A configuration for a child in ``"reset"`` mode: a ``dictConfig`` dict, or
+    #: a callable that configures logging itself.
+    ChildConfig = Union[Mapping[str, Any], Callable[[], object]]
+
 
 CHILD_MODES = ("forward", "inherit", "reset")
 

@@ -14,20 +14,31 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import Any, Dict, List, Optional
+
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
 
 #: Abandoned streams, when ctypes is not there to leak a reference for us.
 #: Holding them here keeps them alive until interpreter exit, not past it.
 _abandoned: List[Any] = []
 
 
-try:  # imported here, not in a fork hook
-    import ctypes
+_incref: Any = None
+_py_object: Any = None
 
-    _incref: Any = ctypes.pythonapi.Py_IncRef
-    _py_object: Any = ctypes.py_object
-except Exception:  # pragma: no cover - interpreters without ctypes
-    _incref = None
+
+def prepare() -> None:
+    """Import ctypes, for :func:`abandon`: from ``install()``, never in a fork hook."""
+    global _incref, _py_object
+    if _incref is None:
+        try:
+            import ctypes
+
+            _py_object = ctypes.py_object
+            _incref = ctypes.pythonapi.Py_IncRef
+        except Exception:  # pragma: no cover - interpreters without ctypes
+            pass
 
 
 def abandon(obj: Any) -> None:

@@ -16,7 +16,10 @@ dict lookup.
 from __future__ import annotations
 
 import sys
-from typing import Any, List, Tuple
+
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    from typing import Any, List, Tuple
 
 _MODULES = ("structlog._output", "structlog._loggers")
 

@@ -34,7 +34,13 @@ import os.path
 import struct
 import sys
 import traceback
-from typing import Any, Dict, List, Optional, Tuple, Union
+
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Tuple, Union
+
+    #: The key of a record's repeating fields.
+    StaticKey = Tuple[Any, ...]
 
 HEADER = struct.Struct(">I")
 #: Frames larger than this are refused as garbage (a 10 MB message fits).
@@ -50,9 +56,6 @@ _encode = _encoder.encode
 _string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _decode = json.JSONDecoder().decode
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
-
-#: The key of a record's repeating fields.
-StaticKey = Tuple[Any, ...]
 
 
 def _is_plain(value: Any, depth: int = 0) -> bool:
