@@ -99,17 +99,20 @@ def before_fork() -> None:
     server = _server.current()
     if settings is None and server is None:
         return
+    # Few calls here: after a fork the parent pays a page fault for each
+    # page it writes to, and calling a Python function writes to it.
     if settings is not None and settings.child == "forward":
         _forward.renew_handler_list()
-    # A filter left by the previous fork (3.13) is for that fork only.
-    _compat.unquiet_fork_warning()
+    if _compat.quiet_filters:
+        # A filter left by the previous fork (3.13) is for that fork only.
+        _compat.unquiet_fork_warning()
     quieted = (
         _compat.FORK_WARNS_ABOUT_THREADS
         and server is not None
         # Our listener thread must not be why 3.12+ warns about this fork.
         and _compat.quiet_fork_warning(1 if server.thread.is_alive() else 0)
     )
-    structlog_locks = _structlog_locks.write_locks()
+    structlog_locks = _structlog_locks.write_locks() if "structlog" in sys.modules else []
     if (
         not quieted
         and not structlog_locks
