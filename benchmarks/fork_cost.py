@@ -73,6 +73,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import _bytecode
+
 VARIANTS = ("plain", "installed", "imported", "listener-only", "plain-bare", "installed-bare")
 #: The pairs reported as ratios, the goal's first.
 RATIOS = (
@@ -340,6 +342,7 @@ def main(argv: Sequence[str]) -> int:
     print("fork cost: fork + child exit + wait, as the parent sees it")
     print("python:  ", python)
     print("command: ", command)
+    print(_bytecode.compile_package())
     print(
         "setup:    %d handlers on root + %d loggers, %d forks x %d rounds per variant, "
         "interleaved" % (args.handlers, LOGGERS, args.forks, args.rounds),

@@ -43,6 +43,8 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+import _bytecode
+
 FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 WORKERS = 4
 
@@ -231,6 +233,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "Python %s, %d records, %d workers, %d rounds"
         % (sys.version.split()[0], args.records, WORKERS, args.rounds)
     )
+    print(_bytecode.compile_package())
     results: Dict[str, Any] = {"python": sys.version.split()[0], "records": args.records}
     for method in methods:
         variants = [v for v in THROUGHPUT if not (v == "mplogging" and method != "fork")]

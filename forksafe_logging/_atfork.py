@@ -25,6 +25,7 @@ re-initialized the module lock and the locks of handlers it knows.
 
 from __future__ import annotations
 
+import _socket
 import atexit
 import contextlib
 import copy
@@ -213,10 +214,12 @@ def after_fork_in_child() -> None:
     """Make every lock and queue usable, drop the parent's buffers, apply the child mode.
 
     Everything this touches costs the child a page fault per page it writes
-    (copy on write), and even calling a Python function writes to it (its
-    reference count): about 3 us per page here, and a forwarding child often
-    exits without logging. So its path calls few Python functions, and C
-    where it can.
+    (copy on write): about 3 us each here, and a forwarding child often exits
+    without logging. Even a call to a Python function writes to it, and in a
+    child runs code for the first time: measured, inlining the three
+    functions the forwarding path used to call cut about 70 us from a fork.
+    So that path is written out here, reaching into the modules whose state
+    it resets, and calls nothing but C.
     """
     if _compat.LOCKS_REINIT:
         # Taken by install() in a thread that is not here, perhaps.
@@ -227,8 +230,36 @@ def after_fork_in_child() -> None:
         _server.lock = threading.Lock()
     if _compat.quiet_filters:
         _compat.unquiet_fork_warning(every=True)
-    # The parent's listener and connection are not this process's.
-    _channel.after_fork_in_child(_server.after_fork_in_child())
+
+    # The parent's listener is not this process's. Close the child's copies
+    # of its descriptors: a child that kept the listening socket open would
+    # keep accepting connections into a backlog nobody reads once the top
+    # process has died, and one that kept a connection open would hide its
+    # sender's death from the listener. By number (see _server.child_closes),
+    # and nothing else; the list is emptied, or this child's own children
+    # would close the numbers again when they may be this child's files.
+    fds = _server.child_closes
+    if fds:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        del fds[:]
+    server = _server._server
+    if server is not None:
+        # Never freed (see _server.Server); a child of the top joins its tree.
+        _server._server = None
+        _channel._tree = server.endpoint
+    # Nor is the parent's connection: close the child's copy, or the listener
+    # would not see it end should the parent die first. The C method
+    # (socket.socket.close() is Python code); the Channel object stays as it
+    # is (its lock may be held by a thread that is not here), and
+    # _channel.channel() makes the child its own on first use.
+    sock = _channel._channel.sock
+    if sock is not None:
+        _socket.socket.close(sock)
+
     settings = _settings.current
     if settings is None:
         return
@@ -238,12 +269,48 @@ def after_fork_in_child() -> None:
             _compat.reinit_lock(lock)
     if settings.child == "forward":
         # The plans of the parent's threads are left for the next fork to
-        # overwrite: freeing them would cost more than keeping them.
-        # A child of a forwarding process already forwards: its handlers are
+        # overwrite: freeing them would cost more than keeping them. A child
+        # of a forwarding process already forwards: its handlers are
         # forwarders, and the undo record stays as it is.
         if not _settings.undo:
-            _forward.forward_in_forked_child()
+            # See _forward: the loggers are rewired on the child's first use
+            # of logging; here, the switches are armed. First, logging gets
+            # a new, empty list of handlers to shut down: shutdown() takes no
+            # lock (at exit, and inside dictConfig and fileConfig), and would
+            # flush and close the inherited handlers: write what a thread of
+            # the parent had buffered, a second time, or block for ever on a
+            # stream whose lock that thread held at the fork. Code that looks
+            # the list up by name (dictConfig, the stdlib's handler
+            # registration, gevent's patch_all()) finds only handlers made in
+            # this process from now on; shutdown()'s default argument, used
+            # at exit, is rebound too. The old list is kept, never walked.
+            _forward._inherited_handler_list = logging._handlerList  # type: ignore[attr-defined]
+            logging._handlerList = _forward._next_handler_list[0]  # type: ignore[attr-defined]
+            logging.shutdown.__defaults__ = _forward._next_handler_list
+            switch = _forward._switch
+            module_lock: Any = logging._lock  # type: ignore[attr-defined]
+            current = logging.Logger.callHandlers
+            klass = logging.Logger.manager.loggerClass or logging._loggerClass  # type: ignore[attr-defined]
+            if (
+                switch is None
+                or module_lock is switch
+                or klass.callHandlers is not current
+                or klass.handle is not logging.Logger.handle
+            ):
+                # Rare: see _forward.rewire_in_fork_hook.
+                _forward.rewire_in_fork_hook(module_lock)
+                return
+            switch.real = module_lock
+            switch.call_handlers = current
+            _forward._pending = switch
+            logging._lock = switch  # type: ignore[attr-defined]
+            logging.Logger.callHandlers = _forward._rewire_then_call_handlers  # type: ignore[method-assign,assignment]
         return
+    _repair_inherited(settings)
+
+
+def _repair_inherited(settings: _settings.Settings) -> None:
+    """``"inherit"`` and ``"reset"``: make what the child inherited usable, then apply the mode."""
     plan = _plans.pop(threading.get_ident(), None)
     # Plans of threads that forked concurrently: those threads are gone.
     _plans.clear()

@@ -9,7 +9,6 @@ connection: it opens its own.
 
 from __future__ import annotations
 
-import _socket
 import os
 import select
 import socket
@@ -210,25 +209,6 @@ def channel() -> Channel:
     if ch.pid != os.getpid():
         ch = _channel = Channel()
     return ch
-
-
-def after_fork_in_child(parent_server: Optional[_server.Server]) -> None:
-    """Close the child's copy of the parent's connection; join the top's tree.
-
-    A child of the top process joins the top's tree. The inherited
-    :class:`Channel` stays as it is (its lock may be held by a thread that is
-    not here); :func:`channel` makes the child its own on first use.
-    """
-    global _tree
-    sock = _channel.sock
-    if sock is not None:
-        # Or the listener would not see the parent's connection end, should
-        # the parent die first. The C method: socket.socket.close() is
-        # Python code, and running code for the first time in a child
-        # writes to it (a page fault).
-        _socket.socket.close(sock)
-    if parent_server is not None:
-        _tree = parent_server.endpoint
 
 
 def warn_once(ch: Channel, reason: str, write: Callable[[str], None]) -> None:

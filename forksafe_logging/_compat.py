@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
 import socket
 import sys
@@ -149,13 +150,32 @@ _QUIET_FORK = ("ignore", _FORK_WARNING, DeprecationWarning, None, 0)
 
 
 def os_thread_count() -> int:
-    """The count 3.12+ uses on Linux: field 20 of ``/proc/self/stat``; 0 if unknown."""
+    """The count 3.12+ uses on Linux: field 20 of ``/proc/self/stat``; 0 if unknown.
+
+    Read at every fork of a process with a listener, so through a descriptor
+    kept open (one ``pread`` instead of an open, a read and a close, and no
+    file object). It names this process's pid (``/proc/self`` is resolved
+    when it is opened), so a forked child opens its own.
+    """
+    global _stat
+    pid = os.getpid()
     try:
-        with open("/proc/self/stat", "rb") as f:
-            stat = f.read()
+        if _stat[0] != pid:
+            fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+            # A child's copy of its parent's descriptor is left open: closing
+            # it is a cost in a fork hook, and it stays one descriptor.
+            _stat = (pid, fd)
+        stat = os.pread(_stat[1], 4096, 0)
         return int(stat[stat.rindex(b")") + 2 :].split()[17])
     except (OSError, ValueError, IndexError):
+        # Someone closed it (or the number is another file now): open anew
+        # next time, and let the caller count Python threads this time.
+        _stat = (0, -1)
         return 0
+
+
+#: ``(pid, descriptor of /proc/self/stat)`` for :func:`os_thread_count`.
+_stat = (0, -1)
 
 
 #: How many of our filters are in ``warnings.filters``: so that a fork where
@@ -188,25 +208,29 @@ def quiet_fork_warning(our_threads: int) -> bool:
 
 
 def unquiet_fork_warning(every: bool = False) -> None:
-    """Remove one filter :func:`quiet_fork_warning` added (``every``: all of them)."""
+    """Remove one filter :func:`quiet_fork_warning` added (``every``: all of them).
+
+    They are near the front, where it inserts them: the scan stops once it
+    has found as many as were counted (every filter it looks at costs a page
+    fault in a child).
+    """
     global quiet_filters
     if not quiet_filters:
         return
     filters: Any = warnings.filters
-    # By identity: list.remove() would compare every filter, regex and all.
+    wanted = quiet_filters if every else 1
+    found = 0
     index = 0
-    removed = False
-    while index < len(filters):
+    # By identity: list.remove() would compare every filter, regex and all.
+    while found < wanted and index < len(filters):
         if filters[index] is _QUIET_FORK:
             del filters[index]
-            removed = True
-            if not every:
-                break
+            found += 1
         else:
             index += 1
-    # Not found: someone reset the filters (warnings.resetwarnings(), say).
-    quiet_filters = quiet_filters - 1 if removed and not every else 0
-    if removed:
+    # Fewer than counted: someone reset the filters (warnings.resetwarnings()).
+    quiet_filters = quiet_filters - found if found == wanted else 0
+    if found:
         warnings._filters_mutated()  # type: ignore[attr-defined]
 
 

@@ -6,6 +6,19 @@ every logger with ``propagate = False``). So each record is sent exactly
 once, and the top process dispatches it through its own logger tree, with
 the levels, filters, handlers and ``propagate`` configured there.
 
+A forked child does this on its first use of logging, not in the fork hook.
+Taking the inherited handlers off every logger (:func:`abandon_and_forward`)
+writes to each logger, and after a fork every page written to costs a page
+fault (about 3 us here), which for a child that never logs (one that execs,
+or exits at once) is all cost. So the hook (``_atfork.after_fork_in_child``)
+only arms two switches, made in the parent by :func:`prepare_forwarder`:
+``Logger.callHandlers``, which every record reaches before any handler, and
+``logging._lock`` (a :class:`_RewireOnFirstUse`), which every change to the
+configuration takes before it looks at a handler list: adding or removing a
+handler, making one, ``getLogger()``, ``setLevel()``, ``basicConfig()``,
+``dictConfig()``, ``fileConfig()``. Whichever fires first rewires the loggers
+(:func:`rewire`) and puts both back.
+
 Spawn and forkserver children find their way by themselves: ``install()``
 puts an :class:`_Attach` into ``multiprocessing``'s per-process config, which
 is pickled into every child it starts. Unpickling it in the child, which
@@ -48,64 +61,21 @@ def _forwarding_handlers(logger: logging.Logger, forwarder: logging.Handler) -> 
     return [forwarder] if logger is logging.root or not logger.propagate else []
 
 
-def forward_in_forked_child() -> None:
-    """In a forked child's at-fork hook: make the child forward, at as little cost as possible.
+def rewire_in_fork_hook(lock: Any) -> None:
+    """In a forked child's hook, when the switches cannot be armed: rewire now.
 
-    The inherited handlers are the parent's; the child will not use them.
-    Taking them off every logger (:func:`abandon_and_forward`) writes to each
-    logger, and after a fork every page written to costs a page fault (about
-    3 us here), which for a child that never logs (one that execs, or exits
-    at once) is all cost. So here the child only arms two switches, and the
-    loggers are rewired when it first uses logging: its first record
-    (``Logger.callHandlers``) or its first step through logging's module
-    lock, which every change to the configuration takes first (adding or
-    removing a handler, making one, ``getLogger()``, ``setLevel()``,
-    ``basicConfig()``, ``dictConfig()``, ``fileConfig()``). Everything it
-    needs was made in the parent (:func:`prepare_forwarder`): even a call to
-    a Python function costs a fault or two here.
+    When a logger class dispatches records its own way (it might never reach
+    ``Logger.callHandlers``), when :func:`prepare_forwarder` did not run, or
+    when the parent was itself armed and never used logging (uWSGI runs no
+    "before" hook, which would have taken the lock and fired the switch).
+    ``lock`` is ``logging._lock`` as the hook found it.
     """
-    global _pending, _inherited_handler_list
-    # Give logging a new, empty list of handlers to shut down. shutdown()
-    # (at exit, and from dictConfig and fileConfig, which shut down every
-    # handler in the list before configuring) takes no lock, and would flush
-    # and close the inherited handlers: write what a thread of the parent had
-    # buffered, a second time, or block for ever on a stream whose lock that
-    # thread held at the fork. Code that looks the list up by name
-    # (dictConfig, the stdlib's handler registration, gevent's patch_all())
-    # finds only handlers made in this process from now on; shutdown()'s
-    # default argument, used at exit, is rebound too.
-    _inherited_handler_list = logging._handlerList  # type: ignore[attr-defined]
-    logging._handlerList = _next_handler_list[0]  # type: ignore[attr-defined]
-    logging.shutdown.__defaults__ = _next_handler_list
     switch = _switch
-    lock: Any = logging._lock  # type: ignore[attr-defined]
-    current = logging.Logger.callHandlers
-    inherited_armed = switch is not None and lock is switch
-    if switch is not None and inherited_armed:
-        # Armed in the parent, which never used logging (uWSGI runs no
-        # "before" hook, which would have taken the lock): same switch.
-        call_handlers = switch.call_handlers
+    if switch is not None and lock is switch:
         lock = switch.real
-    else:
-        call_handlers = current
-    klass = logging.Logger.manager.loggerClass or logging._loggerClass  # type: ignore[attr-defined]
-    if (
-        switch is None
-        or klass.callHandlers is not current
-        or klass.handle is not logging.Logger.handle
-    ):
-        # A logger class that dispatches records its own way might not reach
-        # the switch (or prepare_forwarder() did not run): rewire now.
-        with lock:
-            if switch is not None and inherited_armed:
-                _disarm(switch)
-            _rewire_locked()
-        return
-    switch.real = lock
-    switch.call_handlers = call_handlers
-    _pending = switch
-    logging._lock = switch  # type: ignore[attr-defined]
-    logging.Logger.callHandlers = _rewire_then_call_handlers  # type: ignore[method-assign,assignment]
+        _disarm(switch)
+    with lock:
+        _rewire_locked()
 
 
 class _RewireOnFirstUse:

@@ -401,7 +401,7 @@ _server: Optional[Server] = None
 lock = threading.Lock()
 
 #: Descriptors of this process's listener, which a forked child closes its
-#: copies of. Another thread may be changing it at a fork:
+#: copies of (in ``_atfork.after_fork_in_child``). Another thread may be changing it at a fork:
 #: a number is added once it is open and removed before it is closed, so
 #: whatever the child sees, it closes only descriptors that are ours.
 child_closes: List[int] = []
@@ -447,28 +447,3 @@ def _stop_at_exit(server: Server) -> None:
     # Registered after logging's own atexit hook, so it runs before it: the
     # records are handled first, then logging.shutdown() flushes and closes.
     server.stop(SHUTDOWN_TIMEOUT)
-
-
-def after_fork_in_child() -> Optional[Server]:
-    """In a forked child: forget the parent's listener; close the copies in :data:`child_closes`.
-
-    Returns the listener the parent ran, if any. Closing a copy shuts nothing
-    down for the parent. It matters: a child that kept the listening socket
-    open would keep accepting connections into a backlog nobody reads once
-    the top process has died, and one that kept a connection open would hide
-    its sender's death from the listener. By number, and nothing else: after
-    a fork every object written to costs a page fault, and even calling a
-    method writes to it.
-    """
-    global _server
-    for fd in child_closes:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    # Or this child's own children would close these numbers again, when
-    # they may be descriptors this child has opened since.
-    del child_closes[:]
-    server = _server
-    _server = None  # never freed (see Server.__init__)
-    return server

@@ -1,7 +1,7 @@
 """A forked child of a forwarding process: what its fork hook does, and what waits for first use.
 
 The hook of a forwarding child arms a switch and leaves the loggers as they
-were (see ``_forward.forward_in_forked_child``): they are rewired on the
+were (see ``_forward``): they are rewired on the
 child's first record or its first step through logging's module lock. These
 tests hold that switch to the guarantees the eager rewiring gave, and check
 the descriptors and objects the hook leaves behind.
@@ -494,3 +494,64 @@ def test_private_directory_without_tempfile(
     other = Path(_server._private_directory(str(tmp_path)))
     assert other != made
     assert other.parent == Path(str(tmp_path))
+
+
+class TestThreadCount:
+    BODY = """
+import os, threading, json
+from forksafe_logging import _compat
+from scenario_lib import report
+
+before = _compat.os_thread_count()
+stop = threading.Event()
+t = threading.Thread(target=stop.wait)
+t.start()
+with_thread = _compat.os_thread_count()
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    # The parent's descriptor names the parent's /proc entry: not this one.
+    os.write(w, json.dumps(_compat.os_thread_count()).encode())
+    os._exit(0)
+os.close(w)
+in_child = json.loads(os.read(r, 100))
+os.waitpid(pid, 0)
+stop.set()
+t.join()
+os.close(_compat._stat[1])  # closed behind its back: it recovers
+after_close = [_compat.os_thread_count(), _compat.os_thread_count()]
+report(before=before, with_thread=with_thread, in_child=in_child, after_close=after_close)
+"""
+
+    def test_counts_this_process_threads(self, scenario: Scenario) -> None:
+        facts = scenario.run(self.BODY, None).facts
+        assert facts["with_thread"] == facts["before"] + 1
+        assert facts["in_child"] == 1
+        # The first read after the close fails (0: the caller counts Python
+        # threads instead); the next opens the file again.
+        assert facts["after_close"] == [0, facts["before"]]
+
+
+def test_unquiet_after_filters_were_reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our fork-warning filters are counted; a reset of the filters resets the count."""
+    import warnings
+
+    from forksafe_logging import _compat
+
+    monkeypatch.setattr(_compat, "FORK_WARNS_ABOUT_THREADS", True)
+    monkeypatch.setattr(_compat, "os_thread_count", lambda: 2)
+    with warnings.catch_warnings():
+        assert _compat.quiet_fork_warning(1) is True
+        assert _compat.quiet_fork_warning(1) is True
+        assert _compat.quiet_filters == 2
+        assert warnings.filters[:2] == [_compat._QUIET_FORK] * 2
+        _compat.unquiet_fork_warning()
+        assert _compat.quiet_filters == 1
+        assert warnings.filters.count(_compat._QUIET_FORK) == 1
+        warnings.resetwarnings()
+        _compat.unquiet_fork_warning(every=True)
+        assert _compat.quiet_filters == 0
+        # Someone else's thread: the warning is theirs, nothing is added.
+        monkeypatch.setattr(_compat, "os_thread_count", lambda: 3)
+        assert _compat.quiet_fork_warning(1) is False
+        assert _compat.quiet_filters == 0
