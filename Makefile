@@ -34,6 +34,7 @@ wheel: $(VENV)/.ready
 
 test: lint typecheck docs wheel
 	FORKSAFE_STRESS_RUNS=$(CI_STRESS_RUNS) scripts/test-all-pythons.sh
+	$(MAKE) compat
 
 # FORKSAFE_PYTHONS="3.12" narrows it to some versions (each takes ~25 min).
 stress: wheel
