@@ -92,8 +92,19 @@ class _RewireOnFirstUse:
         self.call_handlers: Any = None
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        rewire()
-        return bool(self.real.acquire(blocking, timeout))
+        if blocking and timeout < 0:
+            rewire()
+            return bool(self.real.acquire())
+        # A bounded attempt stays bounded: the lock first, then the rewiring
+        # under it (logging's lock is an RLock: rewire() takes it again).
+        if not self.real.acquire(blocking, timeout):
+            return False
+        try:
+            rewire()
+        except BaseException:
+            self.real.release()
+            raise
+        return True
 
     def release(self) -> None:
         self.real.release()
@@ -233,6 +244,7 @@ def prepare_forwarder() -> None:
         _forwarder = _new_forwarder()
         # One reference nobody owns: the list, and what a child appends to
         # it, outlive even interpreter shutdown in every process of the tree.
+        _streams.prepare()
         _streams.abandon(_keep_forever)
 
 

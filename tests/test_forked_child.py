@@ -555,3 +555,45 @@ def test_unquiet_after_filters_were_reset(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.setattr(_compat, "os_thread_count", lambda: 3)
         assert _compat.quiet_fork_warning(1) is False
         assert _compat.quiet_filters == 0
+
+
+class TestBoundedAcquire:
+    BODY = (
+        PRELUDE
+        + """
+def child():
+    # A thread holds logging's lock (the switch's real one) when another
+    # tries it without blocking: the attempt must not wait to rewire.
+    held, release = threading.Event(), threading.Event()
+    def holder():
+        with logging._lock.real if hasattr(logging._lock, "real") else logging._lock:
+            held.set()
+            release.wait(30)
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(30)
+    first = logging._lock.acquire(False)
+    bounded = logging._lock.acquire(True, 0.05)
+    release.set()
+    t.join(30)
+    state = armed()
+    got = logging._lock.acquire(False)
+    if got:
+        logging._lock.release()
+    after = armed()
+    return {"first": first, "bounded": bounded, "still_armed": state["pending"], "got": got,
+            "after": after["pending"]}
+
+report(facts=in_child(child))
+"""
+    )
+
+    def test_does_not_wait(self, scenario: Scenario) -> None:
+        facts = scenario.run(self.BODY, None).facts["facts"]
+        assert facts == {
+            "first": False,
+            "bounded": False,
+            "still_armed": True,
+            "got": True,
+            "after": False,
+        }
