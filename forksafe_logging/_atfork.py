@@ -115,7 +115,8 @@ def before_fork() -> None:
     )
     structlog_locks = _structlog_locks.write_locks() if "structlog" in sys.modules else []
     if (
-        not quieted
+        # 3.13 takes the filter away at the next fork, not in the after hook.
+        (not quieted or _compat.FORK_WARNS_AFTER_PARENT_HOOKS)
         and not structlog_locks
         and (settings is None or (settings.child == "forward" and not settings.warn_held_locks))
     ):
