@@ -198,9 +198,7 @@ def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     forwarder = _forwarder if _forwarder is not None else _new_forwarder()
     root = logging.root
     taken = []
-    for logger in (root, *logging.Logger.manager.loggerDict.values()):
-        if not isinstance(logger, logging.Logger):
-            continue  # a placeholder
+    for logger in _reach.loggers():
         handlers = logger.handlers
         filters = logger.filters
         ends_walk = logger is root or not logger.propagate

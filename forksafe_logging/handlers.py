@@ -261,7 +261,7 @@ class QueueListener:
 
 def _start_listener() -> _server.Server:
     server = _server.ensure_started()
-    _channel.publish((server.pid, server.key, server.address))
+    _channel.publish(server.endpoint)
     _atfork.register()
     return server
 
