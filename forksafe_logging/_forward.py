@@ -196,16 +196,15 @@ def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     # about 100 us of faults in logging's registries.
     prepared = _forwarder is not None
     forwarder = _forwarder if _forwarder is not None else _new_forwarder()
-    root = logging.root
     taken = []
     for logger in _reach.loggers():
         handlers = logger.handlers
         filters = logger.filters
-        ends_walk = logger is root or not logger.propagate
-        if not (handlers or filters or ends_walk):
+        forwarding = _forwarding_handlers(logger, forwarder)
+        if not (handlers or filters or forwarding):
             continue
         taken.append((logger, handlers, filters))
-        logger.handlers = [forwarder] if ends_walk else []
+        logger.handlers = forwarding
         if filters:
             logger.filters = []
     if prepared:
