@@ -157,8 +157,12 @@ class TestInheritPool:
             logging.info("task %d", n)
             return n
 
-        with multiprocessing.get_context("fork").Pool(2, maxtasksperchild=1) as pool:
-            pool.map(task, range(16))
+        # close() and join(), not the with-block: its exit calls terminate(),
+        # which kills the workers that are still draining (see the docs).
+        pool = multiprocessing.get_context("fork").Pool(2, maxtasksperchild=1)
+        pool.map(task, range(16))
+        pool.close()
+        pool.join()
         listener.stop()
         with open("out.log") as f:
             report(counts=collections.Counter(f.read().splitlines()))
