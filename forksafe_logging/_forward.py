@@ -239,9 +239,8 @@ def prepare_forwarder() -> None:
         from forksafe_logging import _streams
 
         _forwarder = _new_forwarder()
-        # One reference nobody owns: the list, and what a child appends to
-        # it, outlive even interpreter shutdown in every process of the tree.
-        _streams.prepare()
+        # The list, and what a child appends to it, outlive even interpreter
+        # shutdown in every process of the tree.
         _streams.abandon(_keep_forever)
 
 

@@ -6,7 +6,7 @@ import logging
 import math
 from collections.abc import Mapping
 
-from forksafe_logging import _atfork, _forward, _server, _settings, _streams
+from forksafe_logging import _atfork, _forward, _server, _settings
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -84,7 +84,6 @@ def install(
     # What the hooks may need, imported now: never inside a fork hook, and
     # not at all by programs that do not need it (every module a process
     # has imported makes each of its forks slower).
-    _streams.prepare()
     if warn_held_locks:
         from forksafe_logging import _held  # noqa: F401
     if isinstance(config, Mapping):

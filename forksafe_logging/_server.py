@@ -126,7 +126,6 @@ class Server:
         # these descriptors by number (see child_closes), so no socket object
         # of this server may close them again when it is deallocated, by
         # which time the numbers may be the child's own files.
-        _streams.prepare()
         _streams.abandon(self)
         # poll(), not epoll: no descriptor of its own for a forked child to close.
         self._selector = selectors.PollSelector()

@@ -12,6 +12,7 @@ lock that cannot be taken within a second is a fatal error).
 
 from __future__ import annotations
 
+import gc
 import io
 import sys
 
@@ -19,35 +20,34 @@ TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
 
-#: Abandoned streams, when ctypes is not there to leak a reference for us.
-#: Holding them here keeps them alive until interpreter exit, not past it.
+
+def _pin_template() -> None:
+    """Never called: its code object is the template :func:`abandon` copies."""
+
+
+#: Whether code objects are invisible to the cycle collector (CPython 3.9 to
+#: 3.13: they are not tracked). Checked, not assumed.
+_CODE_UNTRACKED = not gc.is_tracked(_pin_template.__code__)
+
+#: What :func:`abandon` keeps when it cannot pin: alive until interpreter
+#: exit, not past it.
 _abandoned: List[Any] = []
 
 
-_incref: Any = None
-_py_object: Any = None
-
-
-def prepare() -> None:
-    """Import ctypes, for :func:`abandon`: from ``install()``, never in a fork hook."""
-    global _incref, _py_object
-    if _incref is None:
-        try:
-            import ctypes
-
-            _py_object = ctypes.py_object
-            _incref = ctypes.pythonapi.Py_IncRef
-        except Exception:  # pragma: no cover - interpreters without ctypes
-            pass
-
-
 def abandon(obj: Any) -> None:
-    """Keep ``obj`` alive for the rest of the process, so it is never flushed or closed."""
-    if _incref is not None:
-        # One extra reference that nobody owns: the object is never freed,
-        # not even while the interpreter shuts down.
-        _incref(_py_object(obj))
-    else:  # pragma: no cover
+    """Keep ``obj`` alive for the rest of the process, so it is never flushed or closed.
+
+    Not even while the interpreter shuts down, when module globals are
+    cleared. A list holding ``obj`` and a code object whose constants hold
+    the list form a cycle that the collector cannot see: it does not track
+    code objects, so it takes the code's reference to the list for one from
+    outside. What ``Py_IncRef`` through ctypes would do, without loading
+    ctypes and libffi into a process (each library mapped slows every fork).
+    """
+    if _CODE_UNTRACKED:
+        holder = [obj]
+        holder.append(_pin_template.__code__.replace(co_consts=(holder,)))
+    else:  # pragma: no cover - an interpreter whose collector tracks code
         _abandoned.append(obj)
 
 

@@ -467,9 +467,49 @@ report(imported=sorted(imported), installed=sorted(installed))
             "forksafe_logging._doctor",
         }
         assert heavy & set(facts["installed"]) == set()
-        # ctypes (for never-freed objects) is for install() to import, not the package.
-        assert "ctypes" not in facts["imported"]
-        assert "ctypes" in facts["installed"]
+        # Never-freed objects are made without ctypes (and libffi).
+        assert "ctypes" not in facts["installed"]
+
+
+class TestAbandon:
+    """What the package abandons is never freed, not even at interpreter exit."""
+
+    BODY = r"""
+import gc, weakref
+from forksafe_logging import _streams
+from scenario_lib import report
+
+# Each object gets a class in a namespace of its own: what is pinned keeps
+# alive all it reaches, its class's globals included, and __main__'s must
+# stay out of that or the control would be pinned too.
+LOUD = r'''
+import os
+class Loud:
+    def __del__(self, write=os.write):  # bound now: globals go first at exit
+        write(2, b"freed: " + NAME + b"\n")
+'''
+
+def loud(name):
+    namespace = {"NAME": name}
+    exec(LOUD, namespace)
+    return namespace["Loud"]()
+
+# The control: only a module global refers to it, so it is freed when the
+# interpreter shuts down, and its __del__ runs.
+control = loud(b"control")
+pinned = loud(b"pinned")
+ref = weakref.ref(pinned)
+_streams.abandon(pinned)
+del pinned
+gc.collect()
+report(alive=ref() is not None)
+"""
+
+    def test_survives_collection_and_exit(self, scenario: Scenario) -> None:
+        outcome = scenario.run(self.BODY, None)
+        assert outcome.facts == {"alive": True}
+        assert "freed: control" in outcome.stderr
+        assert "freed: pinned" not in outcome.stderr
 
 
 def test_private_directory_without_tempfile(
