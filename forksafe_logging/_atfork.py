@@ -25,7 +25,6 @@ re-initialized the module lock and the locks of handlers it knows.
 
 from __future__ import annotations
 
-import _socket
 import atexit
 import contextlib
 import copy
@@ -38,7 +37,6 @@ import threading
 import time
 
 from forksafe_logging import (
-    _channel,
     _compat,
     _forward,
     _reach,
@@ -51,6 +49,15 @@ from forksafe_logging import (
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Set, Tuple
+
+# What the child hook uses, bound here: reaching an object through a module
+# writes to that module object too (its reference count), and after a fork
+# each page written costs the child a page fault.
+_child_closes = _server.child_closes
+_close = os.close
+_modules = sys.modules
+_switch = _forward._switch
+_rewire_then_call_handlers = _forward._rewire_then_call_handlers
 
 
 class _Plan:
@@ -232,39 +239,30 @@ def after_fork_in_child() -> None:
     if _compat.quiet_filters:
         _compat.unquiet_fork_warning(every=True)
 
-    # The parent's listener is not this process's. Close the child's copies
-    # of its descriptors: a child that kept the listening socket open would
-    # keep accepting connections into a backlog nobody reads once the top
-    # process has died, and one that kept a connection open would hide its
-    # sender's death from the listener. By number (see _server.child_closes),
-    # and nothing else; the list is emptied, or this child's own children
-    # would close the numbers again when they may be this child's files.
-    fds = _server.child_closes
+    # The parent's listener is not this process's, nor is the parent's
+    # connection to its tree's listener. Close the child's copies of their
+    # descriptors: a child that kept the listening socket open would keep
+    # accepting connections into a backlog nobody reads once the top process
+    # has died, and one that kept a connection open would hide its sender's
+    # death from the listener. By number (see _server.child_closes), and
+    # nothing else; the list is emptied, or this child's own children would
+    # close the numbers again when they may be this child's files. What the
+    # objects of the listener and of the connection are to this child is
+    # worked out when it first needs them (_server.current(), _channel.tree()
+    # and _channel.channel() look at the pid).
+    fds = _child_closes
     if fds:
         for fd in fds:
             try:
-                os.close(fd)
+                _close(fd)
             except OSError:
                 pass
         del fds[:]
-    server = _server._server
-    if server is not None:
-        # Never freed (see _server.Server); a child of the top joins its tree.
-        _server._server = None
-        _channel._tree = server.endpoint
-    # Nor is the parent's connection: close the child's copy, or the listener
-    # would not see it end should the parent die first. The C method
-    # (socket.socket.close() is Python code); the Channel object stays as it
-    # is (its lock may be held by a thread that is not here), and
-    # _channel.channel() makes the child its own on first use.
-    sock = _channel._channel.sock
-    if sock is not None:
-        _socket.socket.close(sock)
 
     settings = _settings.current
     if settings is None:
         return
-    if "structlog" in sys.modules:
+    if "structlog" in _modules:
         for _, lock in _structlog_locks.write_locks():
             # Taken by our before hook, or held by a thread that is not here.
             _compat.reinit_lock(lock)
@@ -285,16 +283,16 @@ def after_fork_in_child() -> None:
             # registration, gevent's patch_all()) finds only handlers made in
             # this process from now on; shutdown()'s default argument, used
             # at exit, is rebound too. The old list is kept, never walked.
-            _forward._inherited_handler_list = logging._handlerList  # type: ignore[attr-defined]
-            logging._handlerList = _forward._next_handler_list[0]  # type: ignore[attr-defined]
-            logging.shutdown.__defaults__ = _forward._next_handler_list
-            switch = _forward._switch
+            switch = _switch
+            new_handlers = switch.next_handlers
+            switch.inherited_handlers = logging._handlerList  # type: ignore[attr-defined]
+            logging._handlerList = new_handlers[0]  # type: ignore[attr-defined]
+            logging.shutdown.__defaults__ = new_handlers
             module_lock: Any = logging._lock  # type: ignore[attr-defined]
             current = logging.Logger.callHandlers
             klass = logging.Logger.manager.loggerClass or logging._loggerClass  # type: ignore[attr-defined]
             if (
-                switch is None
-                or module_lock is switch
+                switch.armed
                 or klass.callHandlers is not current
                 or klass.handle is not logging.Logger.handle
             ):
@@ -303,9 +301,9 @@ def after_fork_in_child() -> None:
                 return
             switch.real = module_lock
             switch.call_handlers = current
-            _forward._pending = switch
+            switch.armed = True
             logging._lock = switch  # type: ignore[attr-defined]
-            logging.Logger.callHandlers = _forward._rewire_then_call_handlers  # type: ignore[method-assign,assignment]
+            logging.Logger.callHandlers = _rewire_then_call_handlers  # type: ignore[method-assign,assignment]
         return
     _repair_inherited(settings)
 

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from forksafe_logging import _server, _wire
+from forksafe_logging import _server, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -32,9 +32,24 @@ ENV_VAR = "FORKSAFE_LOGGING_LISTENER"
 
 
 #: The listener of the tree this process belongs to, when it is not the top.
-#: Set in a forked child (from the parent), in a spawned child (from what its
-#: parent pickled), or by an explicit ``attach()``; copied by fork.
+#: Set in a spawned child (from what its parent pickled), by an explicit
+#: ``attach()``, or by :func:`tree` in a forked child of the top; copied by
+#: fork.
 _tree: Optional[Endpoint] = None
+
+
+def tree() -> Optional[Endpoint]:
+    """The listener of the tree this process belongs to, when it is not the top."""
+    global _tree
+    where = _tree
+    if where is None:
+        # A forked child of the top has the top's listener object, which is
+        # never freed (see _server.Server): it is worked out here, on first
+        # use, rather than in the fork hook, where each page written costs.
+        server = _server._server
+        if server is not None and server.pid != os.getpid():
+            where = _tree = server.endpoint
+    return where
 
 
 def endpoint() -> Optional[Endpoint]:
@@ -42,7 +57,7 @@ def endpoint() -> Optional[Endpoint]:
     server = _server.current()
     if server is not None:
         return server.endpoint
-    return _tree
+    return tree()
 
 
 def join(where: Endpoint) -> None:
@@ -136,6 +151,11 @@ class Channel:
         except BaseException:
             sock.close()
             raise
+        # A forked child closes its copy by number, as it does the
+        # listener's (see _server.child_closes), and this object, which the
+        # child has too, must never close that number again: never freed.
+        _streams.abandon(sock)
+        _server.child_closes.append(sock.fileno())
         return sock
 
     def send(
@@ -196,6 +216,7 @@ class Channel:
         self.numbers.clear()
         sock, self.sock = self.sock, None
         if sock is not None:
+            _server.forget_descriptor(sock.fileno())  # before the number can be reused
             sock.close()
 
 

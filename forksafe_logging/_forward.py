@@ -11,7 +11,7 @@ Taking the inherited handlers off every logger (:func:`abandon_and_forward`)
 writes to each logger, and after a fork every page written to costs a page
 fault (about 3 us here), which for a child that never logs (one that execs,
 or exits at once) is all cost. So the hook (``_atfork.after_fork_in_child``)
-only arms two switches, made in the parent by :func:`prepare_forwarder`:
+only arms two switches, made in the parent:
 ``Logger.callHandlers``, which every record reaches before any handler, and
 ``logging._lock`` (a :class:`_RewireOnFirstUse`), which every change to the
 configuration takes before it looks at a handler list: adding or removing a
@@ -65,14 +65,15 @@ def rewire_in_fork_hook(lock: Any) -> None:
     """In a forked child's hook, when the switches cannot be armed: rewire now.
 
     When a logger class dispatches records its own way (it might never reach
-    ``Logger.callHandlers``), when :func:`prepare_forwarder` did not run, or
-    when the parent was itself armed and never used logging (uWSGI runs no
-    "before" hook, which would have taken the lock and fired the switch).
-    ``lock`` is ``logging._lock`` as the hook found it.
+    ``Logger.callHandlers``), or when the parent was itself armed and never
+    used logging (uWSGI runs no "before" hook, which would have taken the
+    lock and fired the switch). ``lock`` is ``logging._lock`` as the hook
+    found it.
     """
     switch = _switch
-    if switch is not None and lock is switch:
-        lock = switch.real
+    if switch.armed:
+        if lock is switch:
+            lock = switch.real
         _disarm(switch)
     with lock:
         _rewire_locked()
@@ -83,13 +84,24 @@ class _RewireOnFirstUse:
 
     Forwards everything to the real lock; the first acquisition rewires the
     loggers first (:func:`rewire`) and puts the real lock back.
+
+    It also holds everything else the fork hook reads or writes to arm the
+    switches: after a fork, each object touched costs a page fault, so the
+    fewer, the better.
     """
 
-    __slots__ = ("call_handlers", "real")
+    __slots__ = ("armed", "call_handlers", "inherited_handlers", "next_handlers", "real")
 
     def __init__(self) -> None:
+        #: Armed in this forked child, until it fires.
+        self.armed = False
         self.real: Any = None
         self.call_handlers: Any = None
+        #: The empty list of handlers a forked child gives ``logging`` (and
+        #: ``shutdown()``'s default argument), made in the parent.
+        self.next_handlers: Tuple[List[Any]] = ([],)
+        #: The inherited ``logging._handlerList``, kept alive, never walked again.
+        self.inherited_handlers: Optional[List[Any]] = None
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if blocking and timeout < 0:
@@ -120,22 +132,14 @@ class _RewireOnFirstUse:
         return getattr(self.real, name)
 
 
-#: Made in the parent by prepare_forwarder(), armed in a forked child.
-_switch: Optional[_RewireOnFirstUse] = None
-
-#: The empty list of handlers a forked child gives ``logging`` (and
-#: ``shutdown()``'s default argument), made in the parent before each fork.
-_next_handler_list: Tuple[List[Any]] = ([],)
-
-
-#: The switch armed in this forked child, until it fires.
-_pending: Optional[_RewireOnFirstUse] = None
+#: Armed in a forked child; the one object of its kind in a process.
+_switch = _RewireOnFirstUse()
 
 
 def _rewire_then_call_handlers(logger: logging.Logger, record: logging.LogRecord) -> None:
-    pending = _pending
+    armed = _switch.armed
     rewire()
-    call_handlers = pending.call_handlers if pending is not None else logging.Logger.callHandlers
+    call_handlers = _switch.call_handlers if armed else logging.Logger.callHandlers
     call_handlers(logger, record)
 
 
@@ -146,13 +150,13 @@ def rewire() -> None:
     held or not. ``install()``, ``attach()`` and ``uninstall()`` call it in a
     child before they look at the loggers.
     """
-    pending = _pending
-    if pending is None:
+    switch = _switch
+    if not switch.armed:
         return
-    with pending.real:
-        if _pending is not pending:
+    with switch.real:
+        if not switch.armed:
             return  # another thread did it while we waited
-        _disarm(pending)
+        _disarm(switch)
         _rewire_locked()
 
 
@@ -164,22 +168,21 @@ def _rewire_locked() -> None:
         _settings.undo[:] = abandon_and_forward()
 
 
-def _disarm(pending: _RewireOnFirstUse) -> None:
-    global _pending
-    _pending = None
-    if logging._lock is pending:  # type: ignore[attr-defined]
-        logging._lock = pending.real  # type: ignore[attr-defined]
+def _disarm(switch: _RewireOnFirstUse) -> None:
+    switch.armed = False
+    if logging._lock is switch:  # type: ignore[attr-defined]
+        logging._lock = switch.real  # type: ignore[attr-defined]
     if vars(logging.Logger).get("callHandlers") is _rewire_then_call_handlers:
-        logging.Logger.callHandlers = pending.call_handlers  # type: ignore[method-assign]
+        logging.Logger.callHandlers = switch.call_handlers  # type: ignore[method-assign]
 
 
 def disarm() -> None:
     """Forget a pending rewiring: the child keeps what it inherited (for ``uninstall()``)."""
-    pending = _pending
-    if pending is not None:
-        with pending.real:
-            if _pending is pending:
-                _disarm(pending)
+    switch = _switch
+    if switch.armed:
+        with switch.real:
+            if switch.armed:
+                _disarm(switch)
 
 
 def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
@@ -232,9 +235,7 @@ def _new_forwarder() -> logging.Handler:
 
 def prepare_forwarder() -> None:
     """Make, while it is cheap, what forked children will need to forward."""
-    global _forwarder, _switch
-    if _switch is None:
-        _switch = _RewireOnFirstUse()
+    global _forwarder
     if _forwarder is None:
         from forksafe_logging import _streams
 
@@ -244,19 +245,15 @@ def prepare_forwarder() -> None:
         _streams.abandon(_keep_forever)
 
 
-#: The inherited ``logging._handlerList``, kept alive, never walked again.
-_inherited_handler_list: Optional[List[Any]] = None
-
-
 def renew_handler_list() -> None:
     """Before a fork: make the empty handler list the child will give ``logging``.
 
     Only needed when this process is itself a forked child, whose own list
     is the one made for it: its children must not shut its handlers down.
     """
-    global _next_handler_list
-    if logging._handlerList is _next_handler_list[0]:  # type: ignore[attr-defined]
-        _next_handler_list = ([],)
+    switch = _switch
+    if logging._handlerList is switch.next_handlers[0]:  # type: ignore[attr-defined]
+        switch.next_handlers = ([],)
 
 
 def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:

@@ -131,7 +131,7 @@ def attach() -> None:
     """
     from forksafe_logging import _channel
 
-    if _channel._tree is not None:
+    if _channel.tree() is not None:
         return
     # The value this process started with: its own install() or QueueHandler
     # may have published its own listener since.

@@ -29,14 +29,14 @@ def _is_descendant() -> bool:
     """Whether this process belongs to a tree whose listener runs in an ancestor."""
     if _server.current() is not None:
         return False
-    if _channel._tree is None and _compat.being_spawned_by_multiprocessing():
+    if _channel.tree() is None and _compat.being_spawned_by_multiprocessing():
         # A spawn or forkserver child importing its parent's main module: the
         # object that will attach it is not unpickled yet, but the parent
         # published where its tree's listener is.
         where = _channel.from_environment()
         if where is not None and where[0] != os.getpid():
             _channel.join(where)
-    return _channel._tree is not None
+    return _channel.tree() is not None
 
 
 def _check_timeout(timeout: Optional[float]) -> Optional[float]:
@@ -179,7 +179,7 @@ class QueueHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Send ``record`` to the listener (or, in the top process, to the handlers)."""
         try:
-            if _channel._tree is None or _server.current() is not None:
+            if _channel.tree() is None or _server.current() is not None:
                 # The top of the tree (with its listener running, or stopped
                 # by uninstall()): the handlers are here.
                 if not self._tree:

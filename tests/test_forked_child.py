@@ -81,7 +81,7 @@ def in_child(work):
 
 def armed():
     return {
-        "pending": _forward._pending is not None,
+        "pending": _forward._switch.armed,
         "lock_is_switch": logging._lock is _forward._switch,
         "root_handlers": [type(h).__name__ for h in logging.getLogger().handlers],
     }
@@ -337,6 +337,85 @@ report(facts=facts, lines=lines(), others=calls_from_others())
         assert facts["others"] == []
         # The grandchild of a child that forwards already forwards: no switch.
         assert facts["facts"]["pending"] is False
+
+
+class TestGrandchildOfPatchedChild:
+    BODY = (
+        PRELUDE
+        + """
+def grandchild():
+    logging.getLogger("g").info("from the grandchild")
+    return armed()
+
+def child():
+    # What gevent's patch_all() does in a gunicorn worker: a new module lock,
+    # which the switch never sees taken, so this child is still armed when
+    # it forks.
+    logging._lock = threading.RLock()
+    state = in_child(grandchild)
+    logging.getLogger("c").info("from the child")
+    return state
+
+facts = in_child(child)
+report(facts=facts, lines=lines(), others=calls_from_others())
+"""
+    )
+
+    def test_both_forward_once(self, scenario: Scenario) -> None:
+        """A grandchild forked while its parent's switch is armed is rewired in its hook."""
+        facts = scenario.run(self.BODY, None).facts
+        assert sorted(facts["lines"]) == ["c|from the child", "g|from the grandchild"]
+        assert facts["others"] == []
+        assert facts["facts"]["pending"] is False
+
+
+class TestChannelDescriptor:
+    BODY = (
+        PRELUDE
+        + """
+import errno
+from forksafe_logging import _channel
+
+def closed(fd):
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        return exc.errno == errno.EBADF
+    return False
+
+def grandchild():
+    was_closed = closed(fd)
+    # Open files until one has the number the hook closed (the lowest free).
+    files = []
+    while fd not in {f.fileno() for f in files} and len(files) < 64:
+        files.append(open(os.devnull, "rb"))
+    # Its own connection; the inherited Channel object is dropped.
+    logging.getLogger("g").info("from the grandchild")
+    gc.collect()
+    # Still the file: not closed, nor closed and the number taken again.
+    still = not closed(fd) and os.path.samestat(os.fstat(fd), os.stat(os.devnull))
+    return {"closed_by_hook": was_closed, "reused_still_open": still}
+
+def child():
+    global fd
+    logging.getLogger("c").info("from the child")  # connects
+    fd = _channel._channel.sock.fileno()
+    listed = fd in _server.child_closes
+    return {"listed": listed, "grandchild": in_child(grandchild)}
+
+report(child=in_child(child), lines=lines(), others=calls_from_others())
+"""
+    )
+
+    def test_closed_once_and_never_again(self, scenario: Scenario) -> None:
+        """A grandchild closes its copy of its parent's connection, and only once."""
+        facts = scenario.run(self.BODY, None).facts
+        assert facts["child"] == {
+            "listed": True,
+            "grandchild": {"closed_by_hook": True, "reused_still_open": True},
+        }
+        assert sorted(facts["lines"]) == ["c|from the child", "g|from the grandchild"]
+        assert facts["others"] == []
 
 
 class TestListenerDescriptors:
