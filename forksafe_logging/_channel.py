@@ -20,7 +20,7 @@ from forksafe_logging import _server, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Callable, Dict, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
     #: ``(top pid, key, socket path)``: how a process reaches a listener.
     Endpoint = Tuple[int, bytes, str]
@@ -121,6 +121,8 @@ class Channel:
         self.lock = _Lock()
         self.pid = os.getpid()
         self.sock: Optional[socket.socket] = None
+        #: What keeps ``sock`` from ever being freed (see :meth:`_connect`).
+        self.pinned: List[Any] = []
         #: Definition numbers given on the current connection.
         self.numbers: Dict[_wire.StaticKey, int] = {}
         self.gone = False
@@ -153,8 +155,10 @@ class Channel:
             raise
         # A forked child closes its copy by number, as it does the
         # listener's (see _server.child_closes), and this object, which the
-        # child has too, must never close that number again: never freed.
-        _streams.abandon(sock)
+        # child has too, must never close that number again: it is not freed
+        # until this process closes it (a child never does: channel() gives
+        # it a Channel of its own).
+        self.pinned = _streams.pin(sock)
         _server.child_closes.append(sock.fileno())
         return sock
 
@@ -218,6 +222,7 @@ class Channel:
         if sock is not None:
             _server.forget_descriptor(sock.fileno())  # before the number can be reused
             sock.close()
+            self.pinned.clear()
 
 
 _channel = Channel()

@@ -34,21 +34,28 @@ _CODE_UNTRACKED = not gc.is_tracked(_pin_template.__code__)
 _abandoned: List[Any] = []
 
 
-def abandon(obj: Any) -> None:
-    """Keep ``obj`` alive for the rest of the process, so it is never flushed or closed.
+def pin(obj: Any) -> List[Any]:
+    """Keep ``obj`` alive, so it is never flushed or closed, until the holder returned is cleared.
 
     Not even while the interpreter shuts down, when module globals are
-    cleared. A list holding ``obj`` and a code object whose constants hold
-    the list form a cycle that the collector cannot see: it does not track
-    code objects, so it takes the code's reference to the list for one from
-    outside. What ``Py_IncRef`` through ctypes would do, without loading
-    ctypes and libffi into a process (each library mapped slows every fork).
+    cleared. The holder, a list holding ``obj``, and a code object whose
+    constants hold the list form a cycle that the collector cannot see: it
+    does not track code objects, so it takes the code's reference to the
+    list for one from outside. What ``Py_IncRef`` through ctypes would do,
+    without loading ctypes and libffi into a process (each library mapped
+    slows every fork). ``holder.clear()`` breaks the cycle.
     """
+    holder = [obj]
     if _CODE_UNTRACKED:
-        holder = [obj]
         holder.append(_pin_template.__code__.replace(co_consts=(holder,)))
     else:  # pragma: no cover - an interpreter whose collector tracks code
-        _abandoned.append(obj)
+        _abandoned.append(holder)
+    return holder
+
+
+def abandon(obj: Any) -> None:
+    """Keep ``obj`` alive for the rest of the process (see :func:`pin`)."""
+    pin(obj)
 
 
 def descriptor(stream: Any) -> Optional[int]:

@@ -401,7 +401,16 @@ def child():
     logging.getLogger("c").info("from the child")  # connects
     fd = _channel._channel.sock.fileno()
     listed = fd in _server.child_closes
-    return {"listed": listed, "grandchild": in_child(grandchild)}
+    result = {"listed": listed, "grandchild": in_child(grandchild)}
+    # A connection this process closes itself (as after a timeout) is
+    # unlisted first, and then its socket object may be freed.
+    import weakref
+    ch = _channel.channel()
+    sock = weakref.ref(ch.sock)
+    ch._discard()
+    gc.collect()
+    result["after_discard"] = {"listed": fd in _server.child_closes, "freed": sock() is None}
+    return result
 
 report(child=in_child(child), lines=lines(), others=calls_from_others())
 """
@@ -413,6 +422,7 @@ report(child=in_child(child), lines=lines(), others=calls_from_others())
         assert facts["child"] == {
             "listed": True,
             "grandchild": {"closed_by_hook": True, "reused_still_open": True},
+            "after_discard": {"listed": False, "freed": True},
         }
         assert sorted(facts["lines"]) == ["c|from the child", "g|from the grandchild"]
         assert facts["others"] == []
