@@ -50,11 +50,12 @@ TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Set, Tuple
 
-# What the child hook uses, bound here: reaching an object through a module
-# writes to that module object too (its reference count), and after a fork
-# each page written costs the child a page fault.
+# What the hooks use, bound here: reaching an object through a module writes
+# to that module object too (its reference count), and after a fork each
+# page written costs a page fault.
 _child_closes = _server.child_closes
 _close = os.close
+_getpid = os.getpid
 _modules = sys.modules
 _switch = _forward._switch
 _rewire_then_call_handlers = _forward._rewire_then_call_handlers
@@ -103,14 +104,21 @@ def _take(lock: Any, deadline: float, plan: _Plan) -> bool:
 
 def before_fork() -> None:
     """Bring logging to a consistent point: take every lock it reaches, in bounded time."""
+    # Few calls here, all inlined: after a fork the parent pays a page fault
+    # for each page it writes to, and calling a Python function writes to it.
     settings = _settings.current
-    server = _server.current()
+    server = _server._server
+    if server is not None and server.pid != _getpid():
+        server = None  # inherited from the top: not this process's
     if settings is None and server is None:
         return
-    # Few calls here: after a fork the parent pays a page fault for each
-    # page it writes to, and calling a Python function writes to it.
     if settings is not None and settings.child == "forward":
-        _forward.renew_handler_list()
+        switch = _switch
+        if logging._handlerList is switch.next_handlers[0]:  # type: ignore[attr-defined]
+            # This process is a forked child, and that list is the one its
+            # fork hook gave logging: its own children must not shut its
+            # handlers down. Each forked child gets a new, empty one.
+            switch.next_handlers = ([],)
     if _compat.quiet_filters:
         # A filter left by the previous fork (3.13) is for that fork only.
         _compat.unquiet_fork_warning()
@@ -120,7 +128,7 @@ def before_fork() -> None:
         # Our listener thread must not be why 3.12+ warns about this fork.
         and _compat.quiet_fork_warning(1 if server.thread.is_alive() else 0)
     )
-    structlog_locks = _structlog_locks.write_locks() if "structlog" in sys.modules else []
+    structlog_locks = _structlog_locks.write_locks() if "structlog" in _modules else []
     if (
         # 3.13 takes the filter away at the next fork, not in the after hook.
         (not quieted or _compat.FORK_WARNS_AFTER_PARENT_HOOKS)
@@ -203,6 +211,8 @@ def _flush_stream(handler: logging.Handler, flushed: Set[int]) -> None:
 
 def after_fork_in_parent() -> None:
     """Release what this thread's ``before`` hook took, newest first."""
+    if not _plans:
+        return  # the common case: the before hook needed no plan
     plan = _plans.pop(threading.get_ident(), None)
     if plan is None or plan.pid != os.getpid():
         return

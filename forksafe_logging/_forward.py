@@ -98,7 +98,8 @@ class _RewireOnFirstUse:
         self.real: Any = None
         self.call_handlers: Any = None
         #: The empty list of handlers a forked child gives ``logging`` (and
-        #: ``shutdown()``'s default argument), made in the parent.
+        #: ``shutdown()``'s default argument), made in the parent (renewed
+        #: by ``_atfork.before_fork`` when needed).
         self.next_handlers: Tuple[List[Any]] = ([],)
         #: The inherited ``logging._handlerList``, kept alive, never walked again.
         self.inherited_handlers: Optional[List[Any]] = None
@@ -243,17 +244,6 @@ def prepare_forwarder() -> None:
         # The list, and what a child appends to it, outlive even interpreter
         # shutdown in every process of the tree.
         _streams.abandon(_keep_forever)
-
-
-def renew_handler_list() -> None:
-    """Before a fork: make the empty handler list the child will give ``logging``.
-
-    Only needed when this process is itself a forked child, whose own list
-    is the one made for it: its children must not shut its handlers down.
-    """
-    switch = _switch
-    if logging._handlerList is switch.next_handlers[0]:  # type: ignore[attr-defined]
-        switch.next_handlers = ([],)
 
 
 def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:
