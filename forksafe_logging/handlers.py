@@ -179,7 +179,9 @@ class QueueHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Send ``record`` to the listener (or, in the top process, to the handlers)."""
         try:
-            if _channel.tree() is None or _server.current() is not None:
+            # The attribute first, which saves a call per record once it is
+            # set (a forked child of the top sets it on its first record).
+            if (_channel._tree or _channel.tree()) is None or _server.current() is not None:
                 # The top of the tree (with its listener running, or stopped
                 # by uninstall()): the handlers are here.
                 if not self._tree:
