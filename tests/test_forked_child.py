@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(120)
 #: A file handler in the top process whose flush() and close() note the pid
 #: that called them, and install().
 PRELUDE = """
-import gc, json, logging, os, sys, threading
+import errno, gc, json, logging, os, sys, threading
 import forksafe_logging
 from forksafe_logging import _forward, _server, _settings
 from scenario_lib import report
@@ -78,6 +78,13 @@ def in_child(work):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, data
     return json.loads(data)
+
+def closed(fd):
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        return exc.errno == errno.EBADF
+    return False
 
 def armed():
     return {
@@ -320,8 +327,13 @@ def grandchild():
     return armed()
 
 def child():
-    # Forks before using logging: logging's own before-fork hook takes the
-    # module lock, which rewires this child first.
+    if sys.argv[2] == "patched":
+        # What gevent's patch_all() does in a gunicorn worker: a new module
+        # lock, which the switch never sees taken, so this child is still
+        # armed when it forks.
+        logging._lock = threading.RLock()
+    # Otherwise it forks before using logging: logging's own before-fork
+    # hook takes the module lock, which rewires this child first.
     state = in_child(grandchild)
     logging.getLogger("c").info("from the child")
     return state
@@ -331,41 +343,13 @@ report(facts=facts, lines=lines(), others=calls_from_others())
 """
     )
 
-    def test_both_forward_once(self, scenario: Scenario) -> None:
-        facts = scenario.run(self.BODY, None).facts
+    @pytest.mark.parametrize("lock", ["logging's", "patched"])
+    def test_both_forward_once(self, scenario: Scenario, lock: str) -> None:
+        """Both forward once; a grandchild of a child still armed is rewired in its hook."""
+        facts = scenario.run(self.BODY, None, args=[lock]).facts
         assert sorted(facts["lines"]) == ["c|from the child", "g|from the grandchild"]
         assert facts["others"] == []
         # The grandchild of a child that forwards already forwards: no switch.
-        assert facts["facts"]["pending"] is False
-
-
-class TestGrandchildOfPatchedChild:
-    BODY = (
-        PRELUDE
-        + """
-def grandchild():
-    logging.getLogger("g").info("from the grandchild")
-    return armed()
-
-def child():
-    # What gevent's patch_all() does in a gunicorn worker: a new module lock,
-    # which the switch never sees taken, so this child is still armed when
-    # it forks.
-    logging._lock = threading.RLock()
-    state = in_child(grandchild)
-    logging.getLogger("c").info("from the child")
-    return state
-
-facts = in_child(child)
-report(facts=facts, lines=lines(), others=calls_from_others())
-"""
-    )
-
-    def test_both_forward_once(self, scenario: Scenario) -> None:
-        """A grandchild forked while its parent's switch is armed is rewired in its hook."""
-        facts = scenario.run(self.BODY, None).facts
-        assert sorted(facts["lines"]) == ["c|from the child", "g|from the grandchild"]
-        assert facts["others"] == []
         assert facts["facts"]["pending"] is False
 
 
@@ -373,15 +357,7 @@ class TestChannelDescriptor:
     BODY = (
         PRELUDE
         + """
-import errno
 from forksafe_logging import _channel
-
-def closed(fd):
-    try:
-        os.fstat(fd)
-    except OSError as exc:
-        return exc.errno == errno.EBADF
-    return False
 
 def grandchild():
     was_closed = closed(fd)
@@ -432,17 +408,10 @@ class TestListenerDescriptors:
     BODY = (
         PRELUDE
         + """
-import atexit, errno
+import atexit
 
 inherited = list(_server.child_closes)
 server = _server.current()
-
-def closed(fd):
-    try:
-        os.fstat(fd)
-    except OSError as exc:
-        return exc.errno == errno.EBADF
-    return False
 
 def grandchild():
     return [not closed(fd) for fd in reopened]
