@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Run the test suite against the built wheel on every CPython 3.9-3.13 found.
+# Run the test suite against the built wheel on every CPython 3.9-3.15.
 # Usage: scripts/test-all-pythons.sh [pytest args...]
-# Says which versions it ran and which it skipped; fails if any run failed
-# or if no version was found at all.
+# An interpreter is looked for in pyenv, then as python3.X on PATH; a version
+# found in neither is fetched by scripts/get-python.sh (Debian's packages,
+# cached in .pythons/). Says which versions it ran, which it fetched and which
+# it skipped; fails if any run failed or if no version was found at all.
 set -u
 cd "$(dirname "$0")/.."
 root=$(pwd)
 wheel_dir="$root/dist"
 # FORKSAFE_PYTHONS="3.12 3.13" narrows the run to those versions.
-read -r -a versions <<< "${FORKSAFE_PYTHONS:-3.9 3.10 3.11 3.12 3.13}"
+read -r -a versions <<< "${FORKSAFE_PYTHONS:-3.9 3.10 3.11 3.12 3.13 3.14 3.15}"
 # The suite runs first without structlog (its tests skip, and say why), then
 # tests/test_structlog.py runs again with each of these structlog versions:
 # the oldest the extra allows, and the newest this Python can install.
@@ -30,22 +32,44 @@ find_python() {  # $1 = minor version, e.g. 3.12 -> path of an interpreter, or n
     command -v "python$v" 2>/dev/null || true
 }
 
+make_venv() {  # $1 = interpreter, $2 = venv directory
+    "$1" -m venv "$2" && return
+    # Debian's interpreters have no bundled pip for ensurepip (Debian installs
+    # it from its own package): make the venv without pip, then let pip's
+    # wheel install itself into it.
+    rm -rf "$2"
+    "$1" -m venv --without-pip "$2" || return
+    local wheels
+    wheels=$(mktemp -d)
+    python3 -m pip download -q --disable-pip-version-check --no-deps -d "$wheels" pip \
+        && "$2/bin/python" "$(ls "$wheels"/pip-*.whl)/pip" install -q --disable-pip-version-check \
+            --no-index "$(ls "$wheels"/pip-*.whl)"
+    local rc=$?
+    rm -rf "$wheels"
+    return $rc
+}
+
 wheel=$(ls -t "$wheel_dir"/forksafe_logging-*.whl 2>/dev/null | head -n 1)
 if [ -z "$wheel" ]; then
     echo "no wheel in $wheel_dir: run 'make wheel' first" >&2
     exit 2
 fi
 
-ran=() skipped=() failed=()
+ran=() skipped=() failed=() fetched=()
 for v in "${versions[@]}"; do
     py=$(find_python "$v")
     if [ -z "$py" ]; then
-        skipped+=("$v (no interpreter found)")
-        continue
+        # The script says on stderr what it did, or why it could not.
+        if py=$(scripts/get-python.sh "$v" | tail -n 1) && [ -n "$py" ]; then
+            fetched+=("$v")
+        else
+            skipped+=("$v (no interpreter found, and scripts/get-python.sh could not fetch one)")
+            continue
+        fi
     fi
     venv="$root/.venvs/py$v"
-    if [ ! -x "$venv/bin/python" ]; then
-        "$py" -m venv "$venv" || { failed+=("$v (venv)"); continue; }
+    if [ ! -x "$venv/bin/python" ] || [ ! -x "$venv/bin/pip" ]; then
+        make_venv "$py" "$venv" || { failed+=("$v (venv)"); continue; }
     fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1
     if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"; then
@@ -90,6 +114,7 @@ done
 
 echo
 echo "Python versions tested: ${ran[*]:-none}"
+[ ${#fetched[@]} -eq 0 ] || echo "fetched by scripts/get-python.sh: ${fetched[*]}"
 [ ${#skipped[@]} -eq 0 ] || printf 'skipped: %s\n' "${skipped[@]}"
 [ ${#failed[@]} -eq 0 ] || printf 'FAILED: %s\n' "${failed[@]}"
 [ ${#failed[@]} -eq 0 ] && [ ${#ran[@]} -gt 0 ]
