@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -81,6 +82,8 @@ def from_environment(inherited: bool = False) -> Optional[Endpoint]:
         return None
     try:
         pid, key, address = value.split(":", 2)
+        if address.startswith("@"):  # an abstract address: see publish()
+            address = "\0" + address[1:]
         return int(pid), bytes.fromhex(key), address
     except ValueError:
         return None
@@ -89,6 +92,10 @@ def from_environment(inherited: bool = False) -> Optional[Endpoint]:
 def publish(where: Endpoint) -> None:
     """Let descendants started from now on find ``where`` (see :func:`attach`)."""
     pid, key, address = where
+    # An environment variable cannot hold the NUL byte that starts an
+    # abstract address: "@" stands for it, as in ss(8) and /proc/net/unix.
+    if address.startswith("\0"):
+        address = "@" + address[1:]
     os.environ[ENV_VAR] = "%d:%s:%s" % (pid, key.hex(), address)
 
 
@@ -112,6 +119,28 @@ MAX_DEFINITIONS = 10000
 
 class ListenerGone(Exception):
     """The listener cannot be reached: the top process has died or stopped it."""
+
+
+_PEERCRED = struct.Struct("3i")
+
+
+def _check_owner(sock: socket.socket) -> None:
+    """Refuse a listener that another user owns, before sending it anything.
+
+    Any process on the machine can bind a name in the abstract namespace,
+    and the name is public (``/proc/net/unix`` lists it): once the top has
+    died, another user could take it over and receive what this process
+    sends. The kernel tells who made the listening socket. Its owner must be
+    this user, or root (gunicorn and uWSGI masters started as root hand
+    their workers another user).
+    """
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    _, uid, _ = _PEERCRED.unpack(creds)
+    if uid not in (0, os.geteuid()):
+        raise PermissionError(
+            "the listener's socket belongs to uid %d, not to this user (uid %d): refused"
+            % (uid, os.geteuid())
+        )
 
 
 class Channel:
@@ -139,6 +168,8 @@ class Channel:
             # dead one, so the wait is the caller's timeout (None: wait).
             sock.settimeout(timeout)
             sock.connect(address)
+            if address.startswith("\0"):
+                _check_owner(sock)
             challenge = b""
             while len(challenge) < _server.CHALLENGE_SIZE:
                 chunk = sock.recv(_server.CHALLENGE_SIZE - len(challenge))

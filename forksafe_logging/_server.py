@@ -1,7 +1,7 @@
 """The process tree's listener: one thread in the top process that reads every channel.
 
-Each process of the tree opens its own connection to a Unix socket in a
-directory only this user can read. A connection must first answer a random
+Each process of the tree opens its own connection to a Unix socket (an
+abstract one on Linux, see :data:`ABSTRACT`). A connection must first answer a random
 challenge with an HMAC of the tree's secret key; then it carries frames
 (:mod:`forksafe_logging._wire`). One thread multiplexes all connections with
 a selector, decodes each frame into a ``LogRecord`` and dispatches it in this
@@ -25,7 +25,7 @@ from forksafe_logging import _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 CHALLENGE_SIZE = 32
 #: At exit, how long the listener still waits for records that are half-sent.
@@ -51,34 +51,55 @@ def answer(key: bytes, challenge: bytes) -> bytes:
     return _blake2b(challenge, key=key, digest_size=32).digest()
 
 
+#: Where the listener's socket is. On Linux, a name in the abstract socket
+#: namespace: it has no entry in any filesystem, and the kernel removes it
+#: with the last descriptor of the socket, whatever way the top process
+#: exits (SIGKILL and crashes too), so nothing is ever left behind. Anyone
+#: on the machine may connect to such a socket: the challenge keeps out whoever
+#: lacks the tree's key, and a sender checks the listener's owner before it
+#: sends anything (see _channel). Elsewhere, a socket file in a directory only
+#: this user can enter, with the directories of dead listeners swept away.
+ABSTRACT = sys.platform.startswith("linux")
+
+_DIRECTORY_PREFIX = "forksafe-logging-"
+
+
+def _abstract_address(pid: int) -> str:
+    return "\0%s%d-%s" % (_DIRECTORY_PREFIX, pid, os.urandom(8).hex())
+
+
 def _private_directory(under: Optional[str] = None) -> str:
     """A new directory that only this user can enter (mode 0700), for the socket.
 
-    ``tempfile.mkdtemp()`` if the program has imported tempfile (it honours
-    ``tempfile.tempdir``); otherwise the same thing done here, in the same
-    places: importing tempfile imports shutil, bz2, lzma and random into every
-    process of the tree, and every module a process has imported makes each
-    of its forks slower.
+    Under ``under``, else the first writable of the places ``tempfile``
+    looks at (honouring ``tempfile.tempdir`` if the program has imported it).
+    Not ``tempfile.mkdtemp()`` itself: importing tempfile imports shutil, bz2,
+    lzma and random into every process of the tree, and every module a
+    process has imported makes each of its forks slower. The name carries
+    this process's pid, so that a later listener can tell that its owner is
+    dead (see :func:`_sweep`).
     """
-    tempfile = sys.modules.get("tempfile")
-    if tempfile is not None:
-        return str(tempfile.mkdtemp(prefix=_DIRECTORY_PREFIX, dir=under))
     if under is not None:
         places = [under]
     else:
-        places = [os.environ.get(name, "") for name in ("TMPDIR", "TEMP", "TMP")]
+        tempfile = sys.modules.get("tempfile")
+        chosen = getattr(tempfile, "tempdir", None)
+        places = [chosen] if chosen else []
+        places += [os.environ.get(name, "") for name in ("TMPDIR", "TEMP", "TMP")]
         places += ["/tmp", "/var/tmp", "/usr/tmp", os.getcwd()]
+    name = "%s%d-" % (_DIRECTORY_PREFIX, os.getpid())
     for place in places:
         if not place:
             continue
         for _ in range(100):
-            path = os.path.abspath(os.path.join(place, _DIRECTORY_PREFIX + os.urandom(6).hex()))
+            path = os.path.abspath(os.path.join(place, name + os.urandom(6).hex()))
             try:
                 os.mkdir(path, 0o700)
             except FileExistsError:
                 continue
             except OSError:
                 break  # not there, not writable: the next place
+            _sweep(place)
             return path
     raise FileNotFoundError(
         "no place for the listener's socket: none of TMPDIR, TEMP, TMP, /tmp, /var/tmp, "
@@ -86,7 +107,62 @@ def _private_directory(under: Optional[str] = None) -> str:
     )
 
 
-_DIRECTORY_PREFIX = "forksafe-logging-"
+def _sweep(place: str) -> None:
+    """Remove the socket directories in ``place`` that this user's dead listeners left.
+
+    A listener removes its directory when it stops, but a process killed
+    (SIGKILL, a crash, ``os._exit``) cannot: the next listener started on
+    the machine by the same user removes it instead.
+    """
+    uid = os.geteuid()
+    try:
+        names = os.listdir(place)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(_DIRECTORY_PREFIX):
+            continue
+        pid_text = name[len(_DIRECTORY_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        path = os.path.join(place, name)
+        try:
+            if os.lstat(path).st_uid != uid:
+                continue
+            os.kill(int(pid_text), 0)
+            continue  # its owner is alive
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # alive but not ours to signal, or gone meanwhile
+        try:
+            for entry in os.listdir(path):
+                os.unlink(os.path.join(path, entry))
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+def _bind() -> Tuple[socket.socket, str, Optional[str]]:
+    """The listening socket, its address, and its directory (``None`` if abstract)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if ABSTRACT:
+            address = _abstract_address(os.getpid())
+            sock.bind(address)
+            return sock, address, None
+        directory = _private_directory()
+        address = os.path.join(directory, "listener.sock")
+        if len(os.fsencode(address)) > _MAX_SOCKET_PATH:
+            # A long TMPDIR: Unix socket paths are limited to 107 bytes.
+            os.rmdir(directory)
+            directory = _private_directory("/tmp")
+            address = os.path.join(directory, "listener.sock")
+        sock.bind(address)
+        return sock, address, directory
+    except BaseException:
+        sock.close()
+        raise
 
 
 class _Connection:
@@ -106,17 +182,9 @@ class Server:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.key = os.urandom(32)
-        self.directory = _private_directory()
-        self.address = os.path.join(self.directory, "listener.sock")
-        if len(os.fsencode(self.address)) > _MAX_SOCKET_PATH:
-            # A long TMPDIR: Unix socket paths are limited to 107 bytes.
-            os.rmdir(self.directory)
-            self.directory = _private_directory("/tmp")
-            self.address = os.path.join(self.directory, "listener.sock")
-        #: How descendants reach this listener: ``(pid, key, socket path)``.
+        self._listening, self.address, self.directory = _bind()
+        #: How descendants reach this listener: ``(pid, key, socket address)``.
         self.endpoint = (self.pid, self.key, self.address)
-        self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listening.bind(self.address)
         self._listening.listen(128)
         self._listening.setblocking(False)
         self._wake_r, self._wake_w = os.pipe()
@@ -361,11 +429,12 @@ class Server:
         self._call(finish, timeout + 5)
         self.thread.join(timeout + 5)
         self._release_resources()
-        # Imported here: shutil imports zlib, bz2 and lzma, which every fork
-        # of every process of the tree would otherwise pay for.
-        import shutil
-
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.directory is not None:
+            try:
+                os.unlink(self.address)
+                os.rmdir(self.directory)
+            except OSError:
+                pass
 
     def _release_resources(self) -> None:
         for fd in (self._listening.fileno(), self._wake_r, self._wake_w, *self._connections):

@@ -224,10 +224,12 @@ class QueueListener:
     :class:`QueueHandler` made in the top process; constructing one returns a
     view of the running listener, starting it if needed. Records from a child
     reach it over the child's own authenticated connection to a Unix socket
-    in a directory only this user can read; bytes it reads are parsed as
-    JSON, never unpickled.
+    (an abstract one on Linux, which leaves no file behind); bytes it reads
+    are parsed as JSON, never unpickled.
 
     .. versionadded:: 0.2.0
+    .. versionchanged:: 0.4.0
+       On Linux the socket is in the abstract namespace, not in a directory.
     """
 
     def __init__(self) -> None:
@@ -240,7 +242,12 @@ class QueueListener:
 
     @property
     def address(self) -> str:
-        """The path of the listener's Unix socket."""
+        """The listener's Unix socket address.
+
+        On Linux, a name in the abstract namespace: a string that starts
+        with a NUL byte (``"\\0forksafe-logging-..."``). Elsewhere, the path
+        of a socket file.
+        """
         return self._server.address
 
     def flush(self, timeout: Optional[float] = None) -> bool:

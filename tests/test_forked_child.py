@@ -573,7 +573,7 @@ report(alive=ref() is not None)
 def test_private_directory_without_tempfile(
     tmp_path: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without tempfile imported, the socket's directory is made alike: 0700, under TMPDIR."""
+    """The fallback socket directory: 0700, under TMPDIR, named after its owner's pid."""
     import os
     import stat
     import sys
@@ -587,7 +587,7 @@ def test_private_directory_without_tempfile(
     monkeypatch.setenv("TEMP", str(tmp_path))
     made = Path(_server._private_directory())
     assert made.parent == Path(str(tmp_path))
-    assert made.name.startswith("forksafe-logging-")
+    assert made.name.startswith("forksafe-logging-%d-" % os.getpid())
     assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
     other = Path(_server._private_directory(str(tmp_path)))
     assert other != made

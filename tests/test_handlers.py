@@ -114,13 +114,16 @@ class TestWire:
 
 class TestListenerSocket:
     def test_long_tmpdir(self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A TMPDIR too long for a Unix socket path falls back to /tmp; the socket works."""
+        """Where sockets are files: a TMPDIR too long for a socket path falls back to /tmp."""
         import os
         import tempfile
+
+        from forksafe_logging import _server
 
         long_dir = tmp_path / ("d" * 100)
         long_dir.mkdir()
         monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
+        monkeypatch.setattr(_server, "ABSTRACT", False)
         listener = forksafe_logging.QueueListener()
         assert os.path.dirname(os.path.dirname(listener.address)) == "/tmp"
         assert os.stat(os.path.dirname(listener.address)).st_mode & 0o777 == 0o700

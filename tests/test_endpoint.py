@@ -1,0 +1,168 @@
+"""Where the listener is: nothing left on the filesystem, and no stranger's listener used."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Dict, Iterator
+
+import pytest
+from conftest import PACKAGE_HOME, TESTS, Outcome, run_in_own_group
+
+LINUX = sys.platform.startswith("linux")
+pytestmark = pytest.mark.timeout(120)
+
+
+def run_script(tmp_path: Path, body: str, *args: str, env: Dict[str, str]) -> Outcome:
+    script = tmp_path / ("script%d.py" % len(list(tmp_path.glob("script*.py"))))
+    script.write_text(textwrap.dedent(body))
+    full = dict(os.environ)
+    full.update(env)
+    full["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(PACKAGE_HOME)])
+    return run_in_own_group(
+        [sys.executable, str(script), *args], cwd=tmp_path, env=full, timeout=60
+    )
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """An empty TMPDIR short enough for a socket path in it (pytest's are too long)."""
+    path = Path(tempfile.mkdtemp(prefix="fsl", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def unix_names() -> str:
+    """The names of every Unix socket of the machine (abstract ones start with ``@``)."""
+    return Path("/proc/net/unix").read_text()
+
+
+EXIT_WAYS = """
+import logging, os, signal, sys
+import forksafe_logging
+from forksafe_logging import _server
+from scenario_lib import child, report
+
+if sys.argv[2] == "files":
+    _server.ABSTRACT = False  # the socket file of systems without abstract sockets
+logging.basicConfig(filename="out.log", level=logging.INFO, format="%(process)d %(message)s")
+forksafe_logging.install()
+assert child(lambda: logging.getLogger("child").info("from a child")) == "ok"
+assert forksafe_logging.flush(10)
+address = forksafe_logging.QueueListener().address
+report(pid=os.getpid(), address=address.replace("\\0", "@"),
+       listed=address.replace("\\0", "@") in open("/proc/net/unix").read())
+how = sys.argv[1]
+if how == "exit":
+    sys.exit(0)
+elif how == "os._exit":
+    os._exit(0)
+elif how == "SIGKILL":
+    os.kill(os.getpid(), signal.SIGKILL)
+elif how == "abort":
+    os.abort()
+"""
+
+EXIT_CODES = {"exit": 0, "os._exit": 0, "SIGKILL": -9, "abort": -6}
+
+
+@pytest.mark.skipif(not LINUX, reason="abstract Unix sockets are Linux's")
+@pytest.mark.parametrize("how", list(EXIT_CODES))
+def test_nothing_left_behind(tmp_path: Path, how: str) -> None:
+    """However the top process ends, its listener leaves no file and no socket name."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    outcome = run_script(tmp_path, EXIT_WAYS, how, "abstract", env={"TMPDIR": str(tmp)})
+    assert outcome.returncode == EXIT_CODES[how], outcome.stderr
+    facts = json.loads(outcome.stdout.strip().splitlines()[-1])
+    assert facts["address"].startswith("@forksafe-logging-%d-" % facts["pid"])
+    assert facts["listed"] is True
+    assert (tmp_path / "out.log").read_text().endswith("from a child\n")
+    assert list(tmp.iterdir()) == []
+    # The kernel drops the name with the socket's last descriptor: the
+    # process is reaped, and its forked child closed its copy at the fork.
+    assert facts["address"] not in unix_names()
+
+
+def test_socket_directories_of_dead_listeners_are_swept(tmp_path: Path, short_tmp: Path) -> None:
+    """Where sockets are files: the next listener removes what a killed one left."""
+    tmp = short_tmp
+    env = {"TMPDIR": str(tmp)}
+    killed = run_script(tmp_path, EXIT_WAYS, "SIGKILL", "files", env=env)
+    assert killed.returncode == -9, killed.stderr
+    pid = json.loads(killed.stdout.strip().splitlines()[-1])["pid"]
+    left = [p.name for p in tmp.iterdir()]
+    assert len(left) == 1
+    assert left[0].startswith("forksafe-logging-%d-" % pid)
+    # A live owner's directory is not touched, nor another user's.
+    kept = [tmp / ("forksafe-logging-%d-0000" % os.getpid())]
+    kept[0].mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        kept.append(tmp / ("forksafe-logging-%d-0000" % pid))  # its owner is dead
+        kept[1].mkdir(mode=0o700)
+        os.chown(kept[1], 65534, 65534)
+    later = run_script(tmp_path, EXIT_WAYS, "exit", "files", env=env)
+    assert later.returncode == 0, later.stderr
+    assert sorted(p.name for p in tmp.iterdir()) == sorted(p.name for p in kept)
+
+
+HOSTILE = """
+import json, logging, os, socket, sys
+
+# Another user binds the name a tree's children would connect to (as it could
+# once the top has died: /proc/net/unix lists the names).
+name = "\\0forksafe-logging-1-" + os.urandom(8).hex()
+ready_r, ready_w = os.pipe()
+got_r, got_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(name)
+    server.listen(1)
+    os.write(ready_w, b"x")
+    conn, _ = server.accept()
+    got = b""
+    try:
+        conn.sendall(os.urandom(32))  # the challenge a real listener would send
+        conn.settimeout(20)
+        while True:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass  # the sender hung up first
+    os.write(got_w, str(len(got)).encode())
+    os._exit(0)
+os.read(ready_r, 1)
+os.environ["FORKSAFE_LOGGING_LISTENER"] = "%d:%s:@%s" % (pid, "ab" * 32, name[1:])
+
+import forksafe_logging
+from scenario_lib import report
+
+forksafe_logging.attach()
+logging.getLogger("victim").warning("the secret")
+os.close(got_w)
+received = int(os.read(got_r, 64) or b"-1")
+os.waitpid(pid, 0)
+report(received=received)
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="abstract Unix sockets are Linux's")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run the hostile listener as nobody")
+def test_listener_of_another_user_is_refused(tmp_path: Path) -> None:
+    """A sender sends nothing, not even the challenge's answer, to another user's listener."""
+    outcome = run_script(tmp_path, HOSTILE, env={})
+    assert outcome.returncode == 0, outcome.stderr
+    assert json.loads(outcome.stdout.strip().splitlines()[-1]) == {"received": 0}
+    # Not lost: written where a sender writes when it cannot reach the listener.
+    assert "belongs to uid 65534" in outcome.stderr
+    assert "the secret" in outcome.stderr
