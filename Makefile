@@ -40,8 +40,12 @@ test: lint typecheck docs wheel
 stress: wheel
 	FORKSAFE_STRESS_RUNS=$(FULL_STRESS_RUNS) scripts/test-all-pythons.sh -m stress -s
 
+# The virtualenv's Python, then the versions in COMPAT_PYTHONS with the
+# repository on PYTHONPATH (fetched by scripts/get-python.sh if need be).
+COMPAT_PYTHONS ?= 3.14 3.15
 compat: $(VENV)/.ready
 	$(VPY) scripts/compat.py
+	$(VPY) scripts/compat.py --versions $(COMPAT_PYTHONS)
 
 bench: $(VENV)/.ready
 	$(VPY) -m pip install -q --disable-pip-version-check -e '.[bench]'

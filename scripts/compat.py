@@ -10,6 +10,12 @@ interpreter and the same environment:
    ``forkserver``; forked children inherit it anyway). The hook is
    ``scripts/compat_site/sitecustomize.py``, put first on ``PYTHONPATH``.
 
+Then the suite runs again, plain and with ``install()``, under CPython's own
+test runner (``python -m test -j1 --fail-env-changed``), for its checks of
+what a test file leaves behind: temporary files, threads, processes, logging
+handlers, warning filters. A change it reports only with ``install()`` is a
+bug of ours too.
+
 A test that fails only in the install run is a bug of ours; one that fails in
 both runs is listed but is not our fault. Exit status: 0 when the install run
 has no new failure; 1 when it has, or when it hung past ``--timeout`` or
@@ -28,7 +34,8 @@ Usage::
 
     python scripts/compat.py                  # the interpreter running it
     python scripts/compat.py --python PATH    # another one that imports forksafe_logging
-    python scripts/compat.py --all-pythons    # pyenv's CPython 3.9 to 3.13, repo on PYTHONPATH
+    python scripts/compat.py --all-pythons    # CPython 3.9 to 3.15, repo on PYTHONPATH
+    python scripts/compat.py --versions 3.14 3.15   # some of them (fetched if need be)
     python scripts/compat.py --child inherit  # install(child="inherit") instead of install()
     python scripts/compat.py test.test_logging.ConfigDictTest   # a part of the suite only
 """
@@ -55,7 +62,7 @@ REPO_ROOT = SCRIPTS.parent
 SITE_DIR = SCRIPTS / "compat_site"
 SUITE = "test.test_logging"
 DEFAULT_TIMEOUT = 900.0
-PYENV_MINORS = (9, 10, 11, 12, 13)
+MINORS = (9, 10, 11, 12, 13, 14, 15)
 
 #: Outcomes that make a test "fail" (``xpass``: an unexpected success).
 FAILING = frozenset({"fail", "error", "xpass", "timeout", "crash"})
@@ -604,6 +611,8 @@ def _check(interp: Interpreter, names: Sequence[str], timeout: float, work: Path
     # before importing logging): the harness, not install().
     artifacts = triage(interp, new, work, timeout) if new else []
     ours = [t for t in new if t not in artifacts]
+    print()
+    env_ok = check_regrtest(interp, names, work, timeout)
 
     print(
         "\n%s on %s: %d tests; plain: %d failures; with install(): %d failures; "
@@ -618,6 +627,7 @@ def _check(interp: Interpreter, names: Sequence[str], timeout: float, work: Path
         )
         + ("; start-up import artifacts: %d" % len(artifacts) if artifacts else "")
         + ("; install() run %s" % inst.aborted if inst.aborted else "")
+        + ("; environment changed by install()" if not env_ok else "")
     )
     if inst.aborted:
         print(
@@ -625,6 +635,112 @@ def _check(interp: Interpreter, names: Sequence[str], timeout: float, work: Path
             % (inst.aborted, len(not_run))
         )
     return EXIT_NEW_FAILURES if ours or inst.aborted else EXIT_OK
+
+
+@dataclass
+class EnvRun:
+    """What one run of the suite under CPython's own runner (regrtest) said."""
+
+    mode: str
+    returncode: Optional[int] = None
+    result: str = "?"
+    #: regrtest's "Warning -- ..." lines: what the tests left changed.
+    warnings: List[str] = field(default_factory=list)
+    markers: List[Dict[str, Any]] = field(default_factory=list)
+    log: Optional[Path] = None
+
+
+#: The kind of a regrtest warning, without the names, numbers and addresses.
+_WARNING_KIND = re.compile(r"Warning -- ([^:(]*)")
+
+
+_RESULT = re.compile(r"(?:== Tests r|R)esult: ([A-Z ]+?)(?: ==)?$")
+
+
+def warning_kind(line: str) -> str:
+    match = _WARNING_KIND.search(line)
+    return match.group(1).strip() if match else line
+
+
+def run_regrtest(
+    interp: Interpreter, mode: str, names: Sequence[str], work: Path, timeout: float
+) -> EnvRun:
+    """Run the suite with ``python -m test -j1 --fail-env-changed``, in its own process group.
+
+    regrtest's own checks of what a test file left behind are the point:
+    temporary files (checked by the parent, after the worker process has
+    exited: what finalization and atexit leave counts too), threads,
+    processes, ``logging._handlers`` and ``_handlerList``, warning filters,
+    the environment. With ``-j1`` the tests run in a worker process which,
+    like the parent, comes through our sitecustomize.
+    """
+    run = EnvRun(mode)
+    base = work / ("regrtest-" + mode)
+    base.mkdir()
+    markers = base / "markers"
+    markers.mkdir()
+    cwd = base / "cwd"
+    cwd.mkdir()
+    run.log = base / "output.log"
+    files = sorted({name.split(".")[1] for name in names if name.startswith("test.")})
+    with open(run.log, "wb") as log:
+        proc = subprocess.Popen(
+            [interp.python, "-m", "test", "-j1", "--fail-env-changed", *files],
+            env=environment(interp, mode, markers),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            run.returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            run.result = "TIMEOUT"
+        _kill_group(proc.pid)
+        proc.wait()
+    text = run.log.read_text(encoding="utf-8", errors="replace")
+    for line in text.splitlines():
+        result = _RESULT.match(line)
+        if result:  # "Result: X" (3.11+) or "== Tests result: X ==" (3.9+)
+            run.result = result.group(1)
+        elif "Warning -- " in line and line not in run.warnings:
+            run.warnings.append(line.strip())
+    for marker in sorted(markers.glob("*.json")):
+        with contextlib.suppress(ValueError, OSError):
+            run.markers.append(json.loads(marker.read_text(encoding="utf-8")))
+    return run
+
+
+def check_regrtest(interp: Interpreter, names: Sequence[str], work: Path, timeout: float) -> bool:
+    """regrtest plain and with install(); False if the install run is worse or untested."""
+    runs = {mode: run_regrtest(interp, mode, names, work, timeout) for mode in ("plain", "install")}
+    plain, inst = runs["plain"], runs["install"]
+    for run in (plain, inst):
+        print(
+            "regrtest %-8s run: %s, %d warning(s) about the environment"
+            % (run.mode, run.result, len(run.warnings))
+        )
+        for line in run.warnings:
+            print("    " + line)
+    # The parent and its worker process both: every one with install() in force.
+    if len(inst.markers) < 2 or not all(m.get("installed") for m in inst.markers):
+        raise SetupError(
+            "regrtest's install run did not have install() in force in its parent and "
+            "worker: %r" % [(m.get("argv"), m.get("installed")) for m in inst.markers]
+        )
+    if any(m.get("installed") for m in plain.markers):
+        raise SetupError("regrtest's plain run had install() in force")
+    plain_kinds = {warning_kind(w) for w in plain.warnings}
+    new = [w for w in inst.warnings if warning_kind(w) not in plain_kinds]
+    bad_result = inst.result != "SUCCESS" and plain.result == "SUCCESS"
+    worse = "; result %s where the plain run had SUCCESS" % inst.result if bad_result else ""
+    print("regrtest: environment changes only with install() (ours): %d%s" % (len(new), worse))
+    for line in new:
+        print("    " + line)
+    if bad_result or inst.result == "TIMEOUT":
+        print("    see %s" % inst.log)
+    return not new and not bad_result and inst.result != "TIMEOUT"
 
 
 def triage(interp: Interpreter, new: Sequence[str], work: Path, timeout: float) -> List[str]:
@@ -664,10 +780,15 @@ def triage(interp: Interpreter, new: Sequence[str], work: Path, timeout: float) 
     return artifacts
 
 
-def pyenv_pythons() -> Dict[int, Optional[str]]:
-    """The newest pyenv CPython 3.9 to 3.13, by minor version (``None``: none found)."""
+def find_pythons(minors: Sequence[int]) -> Dict[int, Optional[str]]:
+    """An interpreter for each minor version (``None``: none to be had).
+
+    pyenv's newest of that version, else ``python3.X`` on ``PATH``, else the
+    one ``scripts/get-python.sh`` fetches (and caches), as the test command
+    finds them.
+    """
     roots = [os.environ.get("PYENV_ROOT"), str(Path.home() / ".pyenv"), "/root/.pyenv"]
-    found: Dict[int, Optional[str]] = dict.fromkeys(PYENV_MINORS)
+    found: Dict[int, Optional[str]] = dict.fromkeys(minors)
     best: Dict[int, int] = {}
     for root in filter(None, roots):
         versions = Path(root) / "versions"
@@ -682,7 +803,22 @@ def pyenv_pythons() -> Dict[int, Optional[str]]:
             if minor in found and micro > best.get(minor, -1):
                 best[minor] = micro
                 found[minor] = str(python)
+    for minor in minors:
+        if found[minor] is None:
+            found[minor] = shutil.which("python3.%d" % minor) or _fetch(minor)
     return found
+
+
+def _fetch(minor: int) -> Optional[str]:
+    """``scripts/get-python.sh 3.X``'s interpreter; it says on stderr what it did, or why not."""
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "get-python.sh"), "3.%d" % minor],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    return lines[-1] if done.returncode == 0 and lines else None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -699,7 +835,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     group.add_argument(
         "--all-pythons",
         action="store_true",
-        help="check pyenv's newest CPython 3.9 to 3.13, with the repository on PYTHONPATH",
+        help="check CPython 3.9 to 3.15 (as --versions with all of them)",
+    )
+    group.add_argument(
+        "--versions",
+        nargs="+",
+        metavar="3.X",
+        help="check these CPython versions (pyenv's, python3.X on PATH, or fetched by "
+        "scripts/get-python.sh), with the repository on PYTHONPATH",
     )
     parser.add_argument(
         "--repo-on-path",
@@ -732,13 +875,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.worker:
         return _worker(args.worker, args.tests, args.dump_after)
 
-    if not args.all_pythons:
-        interp = Interpreter(args.python, args.repo_on_path, args.child)
+    if not args.all_pythons and not args.versions:
+        # The runs start in work directories of their own.
+        python = os.path.abspath(args.python) if os.sep in args.python else args.python
+        interp = Interpreter(python, args.repo_on_path, args.child)
         return check(interp, args.tests, args.timeout, args.keep)
 
     statuses: Dict[str, int] = {}
     skipped: List[str] = []
-    for minor, python in pyenv_pythons().items():
+    if args.versions:
+        try:
+            minors = [int(v.split(".")[1]) for v in args.versions]
+        except (IndexError, ValueError):
+            parser.error("--versions takes versions like 3.14")
+    else:
+        minors = list(MINORS)
+    for minor, python in find_pythons(minors).items():
         if python is None:
             skipped.append("3.%d" % minor)
             continue
