@@ -1,13 +1,16 @@
 """The article's program ("Why your multiprocessing Pool is stuck"), run whole.
 
-The control proves the program can hang without the library; the stress test
-runs it many times with the library (FORKSAFE_STRESS_RUNS times; ``make
-stress`` runs the full count) and requires every run to finish.
+The controls prove the program can hang (fork) or lose its workers' lines
+(spawn, forkserver) without the library; the stress test runs it many times
+with the library (FORKSAFE_STRESS_RUNS times; ``make stress`` runs the full
+count), with ``fork`` and with this Python's default start method, and
+requires every run to finish with every line in the file once.
 """
 
 from __future__ import annotations
 
 import collections
+import multiprocessing
 import os
 
 import pytest
@@ -31,13 +34,28 @@ def test_plain_logging_hangs() -> None:
     assert "hung" in outcomes, collections.Counter(outcomes)
 
 
+#: The article's fork, and this Python's default (forkserver on Linux from 3.14).
+METHODS = sorted({"fork", multiprocessing.get_start_method()})
+
+
+@pytest.mark.timeout(CONTROL_RUNS * 15 + 60)
+def test_plain_logging_loses_lines_without_fork() -> None:
+    """Without install(), spawn and forkserver workers' lines never reach the file (control)."""
+    for method in ("spawn", "forkserver"):
+        assert run_article(use_library=False, start_method=method) == "lost", method
+
+
 @pytest.mark.stress
 @pytest.mark.timeout(STRESS_RUNS * 15 + 60)
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("handler", ["stdlib", "forksafe"])
-def test_installed_never_hangs(handler: str) -> None:
-    """With install(), every run finishes: with the stdlib QueueHandler, and with ours."""
+def test_installed_never_hangs(handler: str, method: str) -> None:
+    """With install(), every run finishes with every line once: stdlib QueueHandler, and ours."""
     outcomes = collections.Counter(
-        run_article(use_library=True, handler=handler) for _ in range(STRESS_RUNS)
+        run_article(use_library=True, handler=handler, start_method=method)
+        for _ in range(STRESS_RUNS)
     )
-    print("article's program (%s handler) with install(): %s" % (handler, dict(outcomes)))
+    print(
+        "article's program (%s handler, %s) with install(): %s" % (handler, method, dict(outcomes))
+    )
     assert outcomes == {"ok": STRESS_RUNS}
