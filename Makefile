@@ -4,6 +4,8 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 # The count of runs of the article's program in stress tests.
 CI_STRESS_RUNS ?= 30
+# ...of it under spawn or forkserver, a few seconds each, looking for lost lines.
+CI_SLOW_STRESS_RUNS ?= 10
 FULL_STRESS_RUNS ?= 500
 
 .PHONY: demo test lint typecheck docs wheel stress compat bench clean
@@ -33,7 +35,8 @@ wheel: $(VENV)/.ready
 	$(VPY) -m pip wheel -q --disable-pip-version-check --no-deps -w dist .
 
 test: lint typecheck docs wheel
-	FORKSAFE_STRESS_RUNS=$(CI_STRESS_RUNS) scripts/test-all-pythons.sh
+	FORKSAFE_STRESS_RUNS=$(CI_STRESS_RUNS) FORKSAFE_SLOW_STRESS_RUNS=$(CI_SLOW_STRESS_RUNS) \
+		scripts/test-all-pythons.sh
 	$(MAKE) compat
 
 # FORKSAFE_PYTHONS="3.12" narrows it to some versions (each takes ~25 min).

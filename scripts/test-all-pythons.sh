@@ -33,10 +33,11 @@ find_python() {  # $1 = minor version, e.g. 3.12 -> path of an interpreter, or n
 }
 
 make_venv() {  # $1 = interpreter, $2 = venv directory
-    "$1" -m venv "$2" && return
+    "$1" -m venv "$2" 2>/dev/null && return
     # Debian's interpreters have no bundled pip for ensurepip (Debian installs
     # it from its own package): make the venv without pip, then let pip's
     # wheel install itself into it.
+    echo "$1 has no working ensurepip: pip installs itself from its wheel" >&2
     rm -rf "$2"
     "$1" -m venv --without-pip "$2" || return
     local wheels
