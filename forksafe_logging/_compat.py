@@ -22,7 +22,7 @@ import warnings
 # the package that needs names from typing imports them under it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 
 def logging_module_lock() -> Any:
@@ -232,6 +232,29 @@ def unquiet_fork_warning(every: bool = False) -> None:
     quiet_filters = quiet_filters - found if found == wanted else 0
     if found:
         warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+def start_method() -> Tuple[str, bool]:
+    """``multiprocessing``'s start method in this process, and whether it is the default.
+
+    Read without fixing it: ``get_start_method()`` without ``allow_none``
+    would make the default final, and a later ``set_start_method()`` of the
+    program would fail. The default depends on the version and the platform:
+    ``fork`` on Linux up to 3.13; ``forkserver`` on POSIX systems other than
+    macOS from 3.14 (gh-84559), or ``spawn`` where 3.14 finds no writable
+    temporary directory for the forkserver's socket (gh-155717, in later 3.14
+    releases); ``spawn`` on macOS since 3.8. Imports ``multiprocessing``:
+    for the report, never for a fork hook.
+    """
+    import multiprocessing.context
+
+    chosen = multiprocessing.get_start_method(allow_none=True)
+    if chosen is not None:
+        return chosen, False
+    # A property on 3.14 (the default is decided on first use), an attribute
+    # before; a concrete context either way.
+    default: Any = multiprocessing.context._default_context._default_context  # type: ignore[attr-defined]
+    return default.get_start_method(), True
 
 
 def being_spawned_by_multiprocessing() -> bool:

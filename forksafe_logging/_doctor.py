@@ -94,6 +94,16 @@ class Diagnosis:
         fork_timeout: The ``fork_timeout`` of that ``install()``.
         pid: The process examined.
         python: Its Python version.
+        start_method: The start method ``multiprocessing`` (and
+            ``concurrent.futures``) uses for its children in this process:
+            set by the program, or this Python's default (``forkserver`` on
+            Linux from 3.14, ``fork`` before). Children it does not fork get
+            nothing from ``"inherit"`` or ``"reset"``.
+        start_method_is_default: Whether :attr:`start_method` is the
+            default, the program having chosen none yet.
+
+    .. versionchanged:: 0.4.0
+       ``start_method`` and ``start_method_is_default`` are new.
     """
 
     hazards: Tuple[Hazard, ...]
@@ -102,6 +112,8 @@ class Diagnosis:
     fork_timeout: float
     pid: int
     python: str
+    start_method: str = "fork"
+    start_method_is_default: bool = True
 
     @property
     def uncovered(self) -> Tuple[Hazard, ...]:
@@ -141,6 +153,20 @@ class Diagnosis:
             lines.append(
                 fill(
                     "install() is not active; the remedies are what install(%s) would do." % options
+                )
+            )
+        if self.start_method != "fork" and self.mode != "forward":
+            lines.append(
+                fill(
+                    'multiprocessing starts its children with "%s" here%s: they are not '
+                    'forked, so install(child="%s") does nothing for them, and what they log '
+                    "is lost unless they configure logging themselves. "
+                    'child="forward" covers every start method.'
+                    % (
+                        self.start_method,
+                        " (this Python's default)" if self.start_method_is_default else "",
+                        self.mode,
+                    )
                 )
             )
         for number, hazard in enumerate(self.hazards, 1):
@@ -239,6 +265,7 @@ def examine(
     forking = forking if forking is not None else threading.current_thread()
     hazards.extend(look.of_threads(reach.listeners, forking, set(ignore)))
     hazards.sort(key=lambda h: KINDS.index(h.kind))  # stable: walk order within a kind
+    method, is_default = _compat.start_method()
     return Diagnosis(
         hazards=tuple(hazards),
         installed=settings is not None,
@@ -246,6 +273,8 @@ def examine(
         fork_timeout=fork_timeout,
         pid=os.getpid(),
         python="%d.%d.%d" % sys.version_info[:3],
+        start_method=method,
+        start_method_is_default=is_default,
     )
 
 

@@ -436,6 +436,51 @@ def test_to_dict_is_json() -> None:
     assert set(data) >= {"hazards", "installed", "mode", "summary"}
 
 
+START_METHOD = """
+    import json, multiprocessing, subprocess, sys
+    from forksafe_logging import diagnose
+    from scenario_lib import report
+
+    if sys.argv[2] != "default":
+        multiprocessing.set_start_method(sys.argv[2])
+    found = diagnose(child=sys.argv[3])
+    # What multiprocessing itself picks, asked in another interpreter (asking
+    # here would fix the choice).
+    picked = subprocess.run(
+        [sys.executable, "-c", "import multiprocessing; print(multiprocessing.get_start_method())"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    if sys.argv[2] == "default":
+        multiprocessing.set_start_method("spawn")  # still free to choose: the report fixed nothing
+    report(method=found.start_method, default=found.start_method_is_default, picked=picked,
+           text=str(found))
+"""
+
+
+class TestStartMethod:
+    @pytest.mark.parametrize("mode", ["inherit", "reset"])
+    def test_names_a_start_method_that_does_not_fork(self, scenario: Scenario, mode: str) -> None:
+        """In inherit and reset modes the report says that non-forked children get nothing."""
+        facts = scenario.run(START_METHOD, args=["forkserver", mode]).facts
+        assert (facts["method"], facts["default"]) == ("forkserver", False)
+        text = " ".join(facts["text"].split())
+        assert 'multiprocessing starts its children with "forkserver" here: they are not' in text
+        assert 'install(child="%s") does nothing for them' % mode in text
+
+    def test_default_is_this_pythons_and_left_unfixed(self, scenario: Scenario) -> None:
+        """The default is multiprocessing's own here, and the program may still choose."""
+        facts = scenario.run(START_METHOD, args=["default", "inherit"]).facts
+        assert facts["method"] == facts["picked"]
+        assert facts["default"] is True
+        named = "this Python's default" in " ".join(facts["text"].split())
+        assert named is (facts["picked"] != "fork")
+
+    def test_silent_where_it_does_not_matter(self, scenario: Scenario) -> None:
+        """Forward mode covers every start method, and fork children get the hooks: no line."""
+        for method, mode in (("forkserver", "forward"), ("fork", "inherit")):
+            facts = scenario.run(START_METHOD, args=[method, mode]).facts
+            assert "multiprocessing starts its children" not in facts["text"]
+
+
 # -- the run-time warning ------------------------------------------------------
 
 HELD = """
