@@ -425,8 +425,7 @@ class _RestartOnFirstUse:
             listener = self._listener
             # If the child stopped or restarted the listener itself, respect that.
             if getattr(listener, "_thread", None) is self._inherited_thread:
-                listener._thread = None  # type: ignore[attr-defined]
-                listener.start()
+                _compat.restart_queue_listener(listener)
                 # Nobody in the child knows this thread exists: stop it (which
                 # handles what is queued) when the child ends, whether by
                 # interpreter exit or by multiprocessing's os._exit() (in a

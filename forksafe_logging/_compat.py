@@ -1,7 +1,37 @@
-"""Every difference between the Python versions we support (3.9 to 3.13), in one place.
+"""Every difference between the Python versions we support (3.9 to 3.15), in one place.
 
 The at-fork code never tests ``sys.version_info`` itself: it calls the helpers
 here, and each helper names the version whose behaviour it papers over.
+Where a helper says "3.9 to 3.15", the private name it reads was checked in
+each of those versions' sources.
+
+What 3.14 and 3.15 changed that the library meets, and what it does:
+
+- 3.14: ``multiprocessing``'s default start method on Linux (and other POSIX
+  systems but macOS) is ``forkserver``, not ``fork`` (gh-84559); later 3.14
+  releases fall back to ``spawn`` where no temporary directory is writable
+  (gh-155717). Children it starts are not forked: ``"inherit"`` and
+  ``"reset"`` do nothing for them, ``"forward"`` makes them join by
+  themselves. :func:`start_method` reads it for the report.
+- 3.14: ``QueueListener.start()`` raises ``RuntimeError`` when the listener
+  has a thread already, and ``QueueListener`` is a context manager.
+  :func:`restart_queue_listener` forgets the parent's thread first, on
+  every version.
+- 3.14: ``Logger.removeHandler()`` replaces ``logger.handlers`` with a new
+  list instead of changing it in place (gh-79366), so that ``callHandlers``
+  can walk it without a lock. The hooks copy the lists they walk either way;
+  forwarding swaps whole lists too (see ``_forward``).
+- 3.14: ``FileHandler`` and ``WatchedFileHandler`` report an error opening
+  their file through ``handleError`` instead of raising from ``emit``;
+  ``RotatingFileHandler`` never rolls over a named pipe; ``SysLogHandler``
+  has a ``timeout``. Nothing here depends on them.
+- 3.15: ``basicConfig(formatter=...)``, ``__repr__`` of ``Formatter`` and
+  ``Filter``. Nothing here depends on them.
+- The rest the library reads is unchanged from 3.13: ``logging._lock`` is a
+  ``threading.RLock``, ``logging._at_fork_reinit_lock_weakset`` is a
+  ``WeakSet``, ``threading._active`` a dict and ``threading._dangling`` a
+  ``WeakSet``, ``multiprocessing.Queue._reset(after_fork=...)``, the text of
+  the fork warning, and code objects untracked by the cycle collector.
 """
 
 from __future__ import annotations
@@ -28,7 +58,7 @@ if TYPE_CHECKING:
 def logging_module_lock() -> Any:
     """``logging``'s module lock, looked up now.
 
-    Every version from 3.9 to 3.13 calls it ``_lock``; 3.13 replaced the
+    Every version from 3.9 to 3.15 calls it ``_lock``; 3.13 replaced the
     ``_acquireLock``/``_releaseLock`` helpers around it with
     ``_prepareFork``/``_afterFork`` and ``with _lock`` blocks, but the object
     is the same ``threading.RLock``. Looked up at each use, not once: billiard
@@ -73,13 +103,13 @@ def threads(in_child: bool = False) -> List[threading.Thread]:
     """Every ``threading.Thread`` that was running, read without taking a lock.
 
     In the parent this reads ``threading._active`` (a plain dict on 3.9 to
-    3.13) without taking ``threading._active_limbo_lock``: this runs inside an
+    3.15) without taking ``threading._active_limbo_lock``: this runs inside an
     at-fork hook, where taking a lock another thread may hold is what we must
     not do, and copying a dict is atomic under the GIL.
 
     In a child, ``threading``'s own at-fork hook (registered before ours) has
     already dropped the parent's threads from ``_active``; their objects are
-    still in the ``threading._dangling`` weak set (3.9 to 3.13), which only
+    still in the ``threading._dangling`` weak set (3.9 to 3.15), which only
     this one thread can change now.
     """
     if in_child:
@@ -100,7 +130,7 @@ def stdlib_reinits_lock(handler: logging.Handler) -> bool:
     """Whether ``logging``'s own child hook re-initializes ``handler``'s lock.
 
     ``Handler.createLock`` registers the handler in
-    ``logging._at_fork_reinit_lock_weakset`` (3.9 to 3.13); a class that
+    ``logging._at_fork_reinit_lock_weakset`` (3.9 to 3.15); a class that
     overrides ``createLock`` without calling it is not there. Membership is
     read without ``logging``'s module lock, which only writers take.
     """
@@ -113,12 +143,24 @@ def queue_handler_listener(handler: logging.Handler) -> Optional[object]:
     return getattr(handler, "listener", None)
 
 
+def restart_queue_listener(listener: logging.handlers.QueueListener) -> None:
+    """Start, in a child, a ``QueueListener`` whose thread stayed in the parent.
+
+    3.14 made ``start()`` refuse a listener that has a thread already
+    (``RuntimeError: Listener already started``); before, it started a
+    second one. The inherited ``_thread`` (the same attribute 3.9 to 3.15)
+    names a thread that does not exist here: forgotten first.
+    """
+    listener._thread = None  # type: ignore[attr-defined]
+    listener.start()
+
+
 def reset_multiprocessing_queue(q: Any) -> None:
     """Forget an inherited ``multiprocessing.Queue``'s feeder thread and buffer.
 
     ``multiprocessing`` does this itself in children it starts (through
     ``util._run_after_forkers``), but not after a plain ``os.fork()``. We call
-    ``_reset(after_fork=True)`` (same signature 3.9 to 3.13) rather than
+    ``_reset(after_fork=True)`` (same signature 3.9 to 3.15) rather than
     ``_after_fork()``, which logs through ``multiprocessing.util.debug`` and an
     at-fork hook must not log.
     """

@@ -46,7 +46,7 @@ _OWNER = re.compile(r"owner=(\d+)")
 def _holder(lock: Any) -> Optional[int]:
     """Who holds ``lock``: a thread's ident, 0 for a thread it does not name, None for nobody."""
     if isinstance(lock, _C_RLOCK):
-        text = repr(lock)  # "<locked _thread.RLock object owner=N count=1 at 0x...>", 3.9 to 3.13
+        text = repr(lock)  # "<locked _thread.RLock object owner=N count=1 at 0x...>", 3.9 to 3.15
         if not text.startswith("<locked"):
             return None
         found = _OWNER.search(text)

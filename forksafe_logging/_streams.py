@@ -26,7 +26,7 @@ def _pin_template() -> None:
 
 
 #: Whether code objects are invisible to the cycle collector (CPython 3.9 to
-#: 3.13: they are not tracked). Checked, not assumed.
+#: 3.15: they are not tracked). Checked, not assumed.
 _CODE_UNTRACKED = not gc.is_tracked(_pin_template.__code__)
 
 #: What :func:`abandon` keeps when it cannot pin: alive until interpreter
