@@ -19,6 +19,9 @@ read -r -a structlogs <<< "${FORKSAFE_STRUCTLOG-structlog==21.1.0 structlog}"
 # uWSGI is compiled from source, about 20 s per Python: its end-to-end tests
 # run on these versions only, and skip (saying why) on the others.
 read -r -a uwsgi_versions <<< "${FORKSAFE_UWSGI_PYTHONS-3.12 3.13}"
+# The docs' doctests run with every check in `make docs` (the .venv's
+# Python); on these versions they run again, against the installed wheel.
+read -r -a doctest_versions <<< "${FORKSAFE_DOCTEST_PYTHONS-3.14 3.15}"
 
 find_python() {  # $1 = minor version, e.g. 3.12 -> path of an interpreter, or nothing
     local v=$1 prefix
@@ -106,6 +109,17 @@ for v in "${versions[@]}"; do
         echo "=== Python $v: structlog tests with structlog $("$venv/bin/python" -c 'import structlog; print(structlog.__version__)')"
         (cd "$root" && FORKSAFE_TEST_WHEEL=1 "$venv/bin/pytest" "$@" tests/test_structlog.py) || ok=0
     done
+    if [[ " ${doctest_versions[*]} " == *" $v "* ]]; then
+        echo "=== Python $v: the docs' doctests, against the installed wheel"
+        # sphinx-build, not 'python -m sphinx', which would put the source
+        # tree on sys.path.
+        if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[docs,structlog]" \
+            || ! "$venv/bin/sphinx-build" -W --keep-going -q -b doctest "$root/docs" \
+                "$root/docs/_build/doctest-py$v"; then
+            echo "the docs' doctests failed on Python $v" >&2
+            ok=0
+        fi
+    fi
     if [ $ok = 1 ]; then
         ran+=("$v")
     else
