@@ -52,6 +52,11 @@ def install(
             ``QueueListener`` restarted on first use, nothing the parent
             buffered written twice). ``"reset"``: a forked child drops them,
             closing nothing the parent still uses, and applies ``config``.
+            Both act on forked children only: ``multiprocessing`` and
+            ``concurrent.futures`` start theirs with ``forkserver`` by
+            default on Linux from Python 3.14 (``fork`` before), and those
+            get nothing from either mode; :func:`diagnose` says which start
+            method a program uses.
         config: Only with ``child="reset"``: a :func:`logging.config.dictConfig`
             dictionary, or a callable that configures logging, applied in each
             forked child. ``None`` leaves the child without handlers.
