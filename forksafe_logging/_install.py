@@ -55,7 +55,7 @@ def install(
             Both act on forked children only: ``multiprocessing`` and
             ``concurrent.futures`` start theirs with ``forkserver`` by
             default on Linux from Python 3.14 (``fork`` before), and those
-            get nothing from either mode; :func:`diagnose` says which start
+            get nothing from either mode; :func:`~forksafe_logging.diagnose` says which start
             method a program uses.
         config: Only with ``child="reset"``: a :func:`logging.config.dictConfig`
             dictionary, or a callable that configures logging, applied in each
