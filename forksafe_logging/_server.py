@@ -274,6 +274,10 @@ class Server:
         conn.sock.close()
 
     def _read(self, conn: _Connection, until_empty: bool = False) -> None:
+        if conn.sock.fileno() < 0:
+            # Closed earlier in the same round of events (a flush drained it
+            # to its end): its half frame was counted then.
+            return
         while True:
             try:
                 data = conn.sock.recv(_RECV_SIZE)
