@@ -246,6 +246,13 @@ class Channel:
                 self._discard()
                 self.gone = True
                 raise ListenerGone(str(exc)) from None
+            except BaseException:
+                # An exception from a signal handler (a task's time limit,
+                # SIGALRM, KeyboardInterrupt) may leave part of a frame out:
+                # the next frame would follow it and the listener would read
+                # garbage. A new connection for the next record instead.
+                self._discard()
+                raise
 
     def _discard(self) -> None:
         self.numbers.clear()

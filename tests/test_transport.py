@@ -352,6 +352,87 @@ if __name__ == "__main__":
         assert facts["arrived"] + facts["dropped"] <= 600
 
 
+class TestSignalMidSend:
+    BODY = (
+        PRELUDE
+        + """
+import threading
+gate = threading.Event()
+
+class Slow(logging.Handler):
+    def emit(self, record):
+        gate.wait(60)
+
+class Interrupted(BaseException):
+    pass
+
+def on_alarm(signum, frame):
+    raise Interrupted()
+
+def work(interrupted):
+    signal.signal(signal.SIGALRM, on_alarm)
+    log = logging.getLogger("flood")
+    where = None
+    for attempt in range(50):
+        # The listener is stuck in Slow: the socket's buffers fill and a
+        # send blocks part-way through a frame, where the alarm finds it.
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        try:
+            while True:
+                log.info("%s", "z" * 100000)
+        except Interrupted as exc:
+            names = []
+            tb = exc.__traceback__
+            while tb is not None:
+                names.append(tb.tb_frame.f_code.co_name)
+                tb = tb.tb_next
+            if names[-2:] == ["send", "on_alarm"]:
+                where = "send"
+                break
+    interrupted.set()
+    err = os.open("child.err", os.O_WRONLY | os.O_CREAT)
+    os.dup2(err, 2)
+    log.info("after the interruption")
+    with open("child.json", "w") as f:
+        json.dump({"where": where}, f)
+
+if __name__ == "__main__":
+    configure()
+    logging.getLogger().addHandler(Slow())
+    ctx = multiprocessing.get_context(sys.argv[2])
+    interrupted = ctx.Event()
+    p = ctx.Process(target=work, args=(interrupted,))
+    p.start()
+    interrupted.wait(60)
+    gate.set()
+    p.join(60)
+    with open("child.json") as f:
+        child = json.load(f)
+    with open("child.err") as f:
+        err = f.read()
+    arrived = sum(1 for line in lines() if line.endswith("|after the interruption"))
+    stats = forksafe_logging.QueueListener().stats()
+    report(exitcode=p.exitcode, where=child["where"], err=err, arrived=arrived,
+           truncated=stats["truncated"])
+"""
+    )
+
+    @START_METHODS
+    def test_next_record_arrives(self, scenario: Scenario, method: str) -> None:
+        """A signal handler raising in the middle of a send spoils only that record.
+
+        The half frame is counted by the listener; the worker's next record
+        arrives over a new connection instead of following the half frame
+        (where the listener would read it as the rest of the frame).
+        """
+        facts = scenario.run(self.BODY, None, args=[method], timeout=150).facts
+        assert facts["exitcode"] == 0
+        assert facts["where"] == "send"
+        assert facts["arrived"] == 1
+        assert "cannot be reached" not in facts["err"]
+        assert facts["truncated"] == 1
+
+
 class TestListenerGone:
     BODY = """
         import json, logging, os, select, signal, sys
