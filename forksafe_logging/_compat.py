@@ -10,9 +10,16 @@ What 3.14 and 3.15 changed that the library meets, and what it does:
 - 3.14: ``multiprocessing``'s default start method on Linux (and other POSIX
   systems but macOS) is ``forkserver``, not ``fork`` (gh-84559); later 3.14
   releases fall back to ``spawn`` where no temporary directory is writable
-  (gh-155717). Children it starts are not forked: ``"inherit"`` and
-  ``"reset"`` do nothing for them, ``"forward"`` makes them join by
-  themselves. :func:`start_method` reads it for the report.
+  (gh-155717). :func:`start_method` reads it for the report.
+- 3.14: the forkserver really imports the main module before it forks
+  children (``__main__`` was always in its preload list, but up to 3.13
+  ``ensure_running()`` looked for a ``main_path`` key that
+  ``spawn.get_preparation_data()`` never gives, so each child imported the
+  main module itself, as under ``spawn``), with the parent's ``sys.argv``
+  (gh-144503). A forkserver child is now forked with what the main module
+  set up at import: ``"inherit"`` and ``"reset"`` reach it if
+  ``install()`` is called at import, not under ``if __name__ ==
+  "__main__":``. ``"forward"`` makes it join either way.
 - 3.14: ``QueueListener.start()`` raises ``RuntimeError`` when the listener
   has a thread already, and ``QueueListener`` is a context manager.
   :func:`restart_queue_listener` forgets the parent's thread first, on

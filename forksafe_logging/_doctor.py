@@ -97,8 +97,10 @@ class Diagnosis:
         start_method: The start method ``multiprocessing`` (and
             ``concurrent.futures``) uses for its children in this process:
             set by the program, or this Python's default (``forkserver`` on
-            Linux from 3.14, ``fork`` before). Children it does not fork get
-            nothing from ``"inherit"`` or ``"reset"``.
+            Linux from 3.14, ``fork`` before). ``spawn`` children get
+            nothing from ``"inherit"`` or ``"reset"``; ``forkserver``
+            children get them from 3.14 if the main module calls
+            ``install()`` when imported.
         start_method_is_default: Whether :attr:`start_method` is the
             default, the program having chosen none yet.
 
@@ -159,8 +161,10 @@ class Diagnosis:
             lines.append(
                 fill(
                     'multiprocessing starts its children with "%s" here%s: they are not '
-                    'forked, so install(child="%s") does nothing for them, and what they log '
-                    "is lost unless they configure logging themselves. "
+                    'forked from this process, so install(child="%s") does nothing for them, '
+                    "and what they log is lost unless they configure logging themselves "
+                    "(from Python 3.14, a forkserver child has what the main module sets up "
+                    "when imported, install() included). "
                     'child="forward" covers every start method.'
                     % (
                         self.start_method,

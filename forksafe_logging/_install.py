@@ -52,11 +52,16 @@ def install(
             ``QueueListener`` restarted on first use, nothing the parent
             buffered written twice). ``"reset"``: a forked child drops them,
             closing nothing the parent still uses, and applies ``config``.
-            Both act on forked children only: ``multiprocessing`` and
+            Both act on forked children only. ``multiprocessing`` and
             ``concurrent.futures`` start theirs with ``forkserver`` by
-            default on Linux from Python 3.14 (``fork`` before), and those
-            get nothing from either mode; :func:`~forksafe_logging.diagnose` says which start
-            method a program uses.
+            default on Linux from Python 3.14 (``fork`` before). From
+            3.14, such a child is forked from a server process that
+            imported the main module, so it gets the mode only if the main
+            module calls ``install()`` when imported, not under
+            ``if __name__ == "__main__":``. A ``spawn`` child, or a
+            ``forkserver`` child up to 3.13, is not forked from anything
+            that ran the main module. :func:`~forksafe_logging.diagnose`
+            says which start method a program uses.
         config: Only with ``child="reset"``: a :func:`logging.config.dictConfig`
             dictionary, or a callable that configures logging, applied in each
             forked child. ``None`` leaves the child without handlers.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Dict
 
 import pytest
@@ -211,3 +212,70 @@ class TestForwardChildExit:
         assert facts["child"] == "ok"
         assert facts["counts"] == {"before the fork": 1, "child": 1}
         assert facts["own"] == ["own handler"]
+
+
+TASKS = ["task 0", "task 1", "task 2", "task 3"]
+
+
+class TestForkserverChildren:
+    """What ``"inherit"`` and ``"reset"`` do for forkserver children depends on
+    where ``install()`` is called, as the docs say: the server imports the
+    main module, and forks the children from there."""
+
+    BODY = """
+        import logging, multiprocessing, os, sys
+        import forksafe_logging
+        from scenario_lib import report
+
+        def configure_child():
+            handler = logging.FileHandler("child.log")
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logging.getLogger().addHandler(handler)
+
+        def set_up():
+            logging.basicConfig(filename="top.log", level=logging.INFO, format="%(message)s")
+            if sys.argv[2] == "reset":
+                forksafe_logging.install(child="reset", config=configure_child)
+            else:
+                forksafe_logging.install(child="inherit")
+
+        def work(i):
+            logging.getLogger("w").info("task %d", i)
+            return os.getppid()
+
+        if sys.argv[3] == "import":
+            set_up()
+
+        def read(name):
+            try:
+                with open(name) as f:
+                    return sorted(f.read().splitlines())
+            except FileNotFoundError:
+                return []
+
+        if __name__ == "__main__":
+            if sys.argv[3] == "main":
+                set_up()
+            ctx = multiprocessing.get_context("forkserver")
+            with ctx.Pool(2) as pool:
+                parents = set(pool.map(work, range(4)))
+            report(top=read("top.log"), child=read("child.log"),
+                   forked_from_server=os.getpid() not in parents)
+    """
+
+    @pytest.mark.parametrize("mode", ["inherit", "reset"])
+    def test_set_up_at_import(self, scenario: Scenario, mode: str) -> None:
+        facts = scenario.run(self.BODY, None, args=[mode, "import"]).facts
+        assert facts["forked_from_server"] is True
+        if mode == "inherit" or sys.version_info < (3, 14):
+            # Inherited from the server, or (up to 3.13) set up by each
+            # worker importing the main module itself: the same file.
+            assert (facts["top"], facts["child"]) == (TASKS, [])
+        else:
+            assert (facts["top"], facts["child"]) == ([], TASKS)
+
+    @pytest.mark.parametrize("mode", ["inherit", "reset"])
+    def test_set_up_in_main(self, scenario: Scenario, mode: str) -> None:
+        facts = scenario.run(self.BODY, None, args=[mode, "main"]).facts
+        assert facts["forked_from_server"] is True
+        assert (facts["top"], facts["child"]) == ([], [])
