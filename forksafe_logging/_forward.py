@@ -51,8 +51,11 @@ def forward_tree() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     taken = []
     for logger in _reach.loggers():
         taken.append((logger, logger.handlers[:], logger.filters[:]))
-        logger.handlers[:] = _forwarding_handlers(logger, forwarder)
-        del logger.filters[:]
+        # New lists, not changed in place: from 3.14 another thread's
+        # callHandlers() walks a logger's list without the module lock,
+        # counting on every change being a new list (as removeHandler does).
+        logger.handlers = _forwarding_handlers(logger, forwarder)
+        logger.filters = []
     return taken
 
 
@@ -249,8 +252,8 @@ def prepare_forwarder() -> None:
 def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:
     """Undo :func:`forward_tree`."""
     for logger, handlers, filters in taken:
-        logger.handlers[:] = handlers
-        logger.filters[:] = filters
+        logger.handlers = handlers  # new lists: see forward_tree()
+        logger.filters = filters
 
 
 def levels() -> Tuple[Dict[str, int], int]:
