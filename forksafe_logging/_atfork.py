@@ -385,6 +385,7 @@ def _drop_pending(q: Any) -> None:
 def _child_listener(
     listener: logging.handlers.QueueListener, handlers: List[logging.Handler], mode: str
 ) -> None:
+    _compat.forget_listener_thread(listener)
     q = listener.queue
     if not _reach.is_in_process_queue(q):
         # A multiprocessing queue: the parent's listener still consumes it,

@@ -23,7 +23,9 @@ What 3.14 and 3.15 changed that the library meets, and what it does:
 - 3.14: ``QueueListener.start()`` raises ``RuntimeError`` when the listener
   has a thread already, and ``QueueListener`` is a context manager.
   :func:`restart_queue_listener` forgets the parent's thread first, on
-  every version.
+  every version; from 3.14, :func:`forget_listener_thread` does so in every
+  forked child in ``"inherit"`` and ``"reset"`` modes, so that the child's
+  own ``start()`` works as it did before 3.14.
 - 3.14: ``Logger.removeHandler()`` replaces ``logger.handlers`` with a new
   list instead of changing it in place (gh-79366), so that ``callHandlers``
   can walk it without a lock. The hooks copy the lists they walk either way;
@@ -148,6 +150,24 @@ def stdlib_reinits_lock(handler: logging.Handler) -> bool:
 def queue_handler_listener(handler: logging.Handler) -> Optional[object]:
     """The listener that 3.12+ ``dictConfig`` attaches to a ``QueueHandler``."""
     return getattr(handler, "listener", None)
+
+
+#: 3.14: ``QueueListener.start()`` refuses a listener whose ``_thread`` is
+#: set, and ``stop()`` (3.12.3+, gh-114706) does nothing when it is None.
+LISTENER_REFUSES_RESTART = sys.version_info >= (3, 14)
+
+
+def forget_listener_thread(listener: logging.handlers.QueueListener) -> None:
+    """In a child, let a ``QueueListener`` know that its thread stayed in the parent.
+
+    From 3.14 only: there, a child's ``start()`` would otherwise raise
+    ``RuntimeError``, and ``stop()`` would put a sentinel on the queue (on a
+    ``multiprocessing`` queue, one that stops the *parent's* thread). Before
+    3.14, ``start()`` works anyway and 3.9 to 3.12.2's ``stop()`` needs
+    a thread to join, so the attribute is left as it is.
+    """
+    if LISTENER_REFUSES_RESTART:
+        listener._thread = None  # type: ignore[attr-defined]
 
 
 def restart_queue_listener(listener: logging.handlers.QueueListener) -> None:

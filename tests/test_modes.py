@@ -142,6 +142,50 @@ class TestInherit:
         assert facts == {"child": "ok", "lines": ["child", "parent"]}
 
 
+class TestInheritedListenerStartedByChild:
+    BODY = """
+        import logging, logging.handlers, multiprocessing, queue, sys
+        from scenario_lib import child, report, install_from_argv
+        install_from_argv()
+        kind = sys.argv[2]
+        q = queue.Queue() if kind == "thread" else multiprocessing.get_context("fork").Queue()
+        listener = logging.handlers.QueueListener(q, logging.FileHandler("out.log"))
+        listener.start()
+        root = logging.getLogger()
+        root.addHandler(logging.handlers.QueueHandler(q))
+
+        def in_child():
+            if kind == "thread":
+                # The child's own listener for the queue it inherited.
+                listener.start()
+                # Not through the root logger: "reset" dropped its handlers.
+                logging.handlers.QueueHandler(q).handle(logging.makeLogRecord({"msg": "child"}))
+            listener.stop()
+
+        outcome = child(in_child, exit="normal")
+        logging.warning("parent")
+        listener.stop()
+        with open("out.log") as f:
+            report(child=outcome, lines=sorted(f.read().splitlines()))
+    """
+
+    @pytest.mark.parametrize("mode", ["inherit", "reset"])
+    def test_child_starts_and_stops_it(self, scenario: Scenario, mode: str) -> None:
+        """A child may start an inherited QueueListener itself (3.14's start() refused it)."""
+        facts = scenario.run(self.BODY, {"child": mode}, args=["thread"]).facts
+        assert facts == {"child": "ok", "lines": ["child", "parent"]}
+
+    @pytest.mark.skipif(
+        sys.version_info < (3, 14),
+        reason="before 3.14 a child's stop() puts the sentinel the parent's thread reads, "
+        "with or without the library",
+    )
+    def test_child_stop_leaves_the_parents_alone(self, scenario: Scenario) -> None:
+        """A child's stop() of an inherited listener does not stop the parent's thread."""
+        facts = scenario.run(self.BODY, {"child": "inherit"}, args=["process"]).facts
+        assert facts == {"child": "ok", "lines": ["parent"]}
+
+
 class TestInheritPool:
     BODY = """
         import collections, logging, logging.handlers, multiprocessing, queue
