@@ -34,6 +34,15 @@ What 3.14 and 3.15 changed that the library meets, and what it does:
   their file through ``handleError`` instead of raising from ``emit``;
   ``RotatingFileHandler`` never rolls over a named pipe; ``SysLogHandler``
   has a ``timeout``. Nothing here depends on them.
+- 3.14: ``-X thread_inherit_context`` (default in free-threaded builds):
+  :func:`fresh_context` keeps the listener thread out of its starter's
+  ``contextvars``. ``warnings`` has a lock of its own, which
+  ``warnings._filters_mutated()`` takes: the fork hooks call it only when
+  our threads are the only others, and ``os.fork()`` takes the same lock
+  for its own warning right after. With ``-X context_aware_warnings``, a
+  thread inside ``catch_warnings()`` reads its own filters, not
+  ``warnings.filters``: it may still see the fork warning that our filter
+  silences elsewhere.
 - 3.15: ``basicConfig(formatter=...)``, ``__repr__`` of ``Formatter`` and
   ``Filter``. Nothing here depends on them.
 - The rest the library reads is unchanged from 3.13: ``logging._lock`` is a
@@ -168,6 +177,22 @@ def forget_listener_thread(listener: logging.handlers.QueueListener) -> None:
     """
     if LISTENER_REFUSES_RESTART:
         listener._thread = None  # type: ignore[attr-defined]
+
+
+def fresh_context() -> Dict[str, Any]:
+    """Keyword arguments for a ``threading.Thread`` of ours: an empty context.
+
+    3.14's ``-X thread_inherit_context`` (on by default in free-threaded
+    builds) starts a thread with a copy of the starting thread's
+    ``contextvars``: the listener would dispatch every child's record with
+    the values of whatever request happened to call ``install()``, for the
+    filters that read them. An empty one, as every thread had before.
+    """
+    if getattr(sys.flags, "thread_inherit_context", 0):
+        import contextvars  # a C module; only where the flag exists
+
+        return {"context": contextvars.Context()}
+    return {}
 
 
 def restart_queue_listener(listener: logging.handlers.QueueListener) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 
-from forksafe_logging import _streams, _wire
+from forksafe_logging import _compat, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -215,7 +215,10 @@ class Server:
             "dispatch_errors": 0,
         }
         self.thread = threading.Thread(
-            target=self._run, name="forksafe_logging listener", daemon=True
+            target=self._run,
+            name="forksafe_logging listener",
+            daemon=True,
+            **_compat.fresh_context(),
         )
         self.thread.start()
 

@@ -835,3 +835,45 @@ os._exit(0)  # logging.shutdown() here would wait for the blocked writer
         assert facts["outcome"] == "ok"
         # Nothing of the parent's half-written record was written by the child.
         assert facts["unchanged"]
+
+
+class TestListenerContext:
+    BODY = """
+import contextvars, logging, multiprocessing, sys
+import forksafe_logging
+from scenario_lib import report
+
+request = contextvars.ContextVar("request", default="-")
+
+class AddRequest(logging.Filter):
+    def filter(self, record):
+        record.request = request.get()
+        return True
+
+def work():
+    logging.getLogger("w").warning("child")
+
+if __name__ == "__main__":
+    request.set("the caller of install()")
+    handler = logging.FileHandler("out.log")
+    handler.setFormatter(logging.Formatter("%(request)s|%(message)s"))
+    handler.addFilter(AddRequest())
+    logging.getLogger().addHandler(handler)
+    forksafe_logging.install()
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=work)
+    p.start()
+    p.join(60)
+    forksafe_logging.flush(30)
+    with open("out.log") as f:
+        report(flag=sys.flags.thread_inherit_context, lines=f.read().splitlines())
+"""
+
+    @pytest.mark.skipif(sys.version_info < (3, 14), reason="thread_inherit_context is new in 3.14")
+    @START_METHODS
+    def test_children_records_see_no_callers_context(
+        self, scenario: Scenario, method: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With 3.14's thread_inherit_context, the listener still runs in an empty context."""
+        monkeypatch.setenv("PYTHON_THREAD_INHERIT_CONTEXT", "1")
+        facts = scenario.run(self.BODY, None, args=[method]).facts
+        assert facts == {"flag": 1, "lines": ["-|child"]}
