@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 _child_closes = _server.child_closes
 _close = os.close
 _getpid = os.getpid
+_get_ident = threading.get_ident
+
+#: The thread whose before hook holds ``_server.fd_lock``, or 0.
+_fd_lock_holder = 0
 _modules = sys.modules
 _switch = _forward._switch
 _rewire_then_call_handlers = _forward._rewire_then_call_handlers
@@ -112,6 +116,10 @@ def before_fork() -> None:
         server = None  # inherited from the top: not this process's
     if settings is None and server is None:
         return
+    global _fd_lock_holder
+    if _server.fd_lock.acquire(True, _server.FD_LOCK_TIMEOUT):
+        # No descriptor of ours is between being opened and being listed.
+        _fd_lock_holder = _get_ident()
     if settings is not None and settings.child == "forward":
         switch = _switch
         if logging._handlerList is switch.next_handlers[0]:  # type: ignore[attr-defined]
@@ -211,6 +219,10 @@ def _flush_stream(handler: logging.Handler, flushed: Set[int]) -> None:
 
 def after_fork_in_parent() -> None:
     """Release what this thread's ``before`` hook took, newest first."""
+    global _fd_lock_holder
+    if _fd_lock_holder == _get_ident():
+        _fd_lock_holder = 0
+        _server.fd_lock.release()
     if not _plans:
         return  # the common case: the before hook needed no plan
     plan = _plans.pop(threading.get_ident(), None)
@@ -239,13 +251,18 @@ def after_fork_in_child() -> None:
     So that path is written out here, reaching into the modules whose state
     it resets, and calls nothing but C.
     """
+    global _fd_lock_holder
     if _compat.LOCKS_REINIT:
-        # Taken by install() in a thread that is not here, perhaps.
+        # Taken by install() in a thread that is not here, perhaps; fd_lock
+        # by our before hook.
         _settings.install_lock._at_fork_reinit()  # type: ignore[attr-defined]
         _server.lock._at_fork_reinit()  # type: ignore[attr-defined]
+        _server.fd_lock._at_fork_reinit()  # type: ignore[attr-defined]
     else:  # gevent's locks (patched before we were imported), say
         _settings.install_lock = threading.Lock()
         _server.lock = threading.Lock()
+        _server.fd_lock = threading.Lock()
+    _fd_lock_holder = 0
     if _compat.quiet_filters:
         _compat.unquiet_fork_warning(every=True)
 

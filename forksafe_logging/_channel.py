@@ -162,7 +162,9 @@ class Channel:
         if where is None:
             raise ListenerGone("no listener: install() was not called in a parent process")
         _, key, address = where
-        sock = _Socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with _server.fd_lock:  # see there: a child forked now must not keep it
+            sock = _Socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            _server.child_closes.append(sock.fileno())
         try:
             # A busy listener accepts late: that is a slow listener, not a
             # dead one, so the wait is the caller's timeout (None: wait).
@@ -182,7 +184,7 @@ class Channel:
             # workers on two cores). The kernel caps it at net.core.wmem_max.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         except BaseException:
-            sock.close()
+            _server.close_listed(sock)
             raise
         # A forked child closes its copy by number, as it does the
         # listener's (see _server.child_closes), and this object, which the
@@ -190,7 +192,6 @@ class Channel:
         # until this process closes it (a child never does: channel() gives
         # it a Channel of its own).
         self.pinned = _streams.pin(sock)
-        _server.child_closes.append(sock.fileno())
         return sock
 
     def send(
@@ -258,8 +259,7 @@ class Channel:
         self.numbers.clear()
         sock, self.sock = self.sock, None
         if sock is not None:
-            _server.forget_descriptor(sock.fileno())  # before the number can be reused
-            sock.close()
+            _server.close_listed(sock)
             self.pinned.clear()
 
 

@@ -182,14 +182,15 @@ class Server:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.key = os.urandom(32)
-        self._listening, self.address, self.directory = _bind()
+        with fd_lock:
+            self._listening, self.address, self.directory = _bind()
+            self._wake_r, self._wake_w = os.pipe()
+            child_closes.extend((self._listening.fileno(), self._wake_r, self._wake_w))
         #: How descendants reach this listener: ``(pid, key, socket address)``.
         self.endpoint = (self.pid, self.key, self.address)
         self._listening.listen(128)
         self._listening.setblocking(False)
-        self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        child_closes.extend((self._listening.fileno(), self._wake_r, self._wake_w))
         # Never freed, in any process: a forked child closes its copies of
         # these descriptors by number (see child_closes), so no socket object
         # of this server may close them again when it is deallocated, by
@@ -247,34 +248,32 @@ class Server:
 
     def _accept(self) -> None:
         while True:
-            try:
-                sock, _ = self._listening.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+            with fd_lock:
+                try:
+                    sock, _ = self._listening.accept()
+                except OSError:  # BlockingIOError above all: none left
+                    return
+                child_closes.append(sock.fileno())
             challenge = os.urandom(CHALLENGE_SIZE)
             try:
                 sock.setblocking(False)
                 sock.send(challenge)  # fits: a fresh socket's buffer is empty
             except OSError:
-                sock.close()
+                close_listed(sock)
                 continue
             conn = _Connection(sock, challenge)
             self._connections[sock.fileno()] = conn
-            child_closes.append(sock.fileno())
             self._selector.register(sock, selectors.EVENT_READ, conn)
             self.stats["connections"] += 1
 
     def _close(self, conn: _Connection) -> None:
         fd = conn.sock.fileno()
         self._connections.pop(fd, None)
-        forget_descriptor(fd)  # before the number can be reused
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
             pass
-        conn.sock.close()
+        close_listed(conn.sock)
 
     def _read(self, conn: _Connection, until_empty: bool = False) -> None:
         if conn.sock.fileno() < 0:
@@ -444,18 +443,19 @@ class Server:
                 pass
 
     def _release_resources(self) -> None:
-        for fd in (self._listening.fileno(), self._wake_r, self._wake_w, *self._connections):
-            forget_descriptor(fd)
-        for conn in list(self._connections.values()):
-            conn.sock.close()
-        self._connections.clear()
-        self._listening.close()
+        with fd_lock:  # a child forked in between would keep them open
+            for fd in (self._listening.fileno(), self._wake_r, self._wake_w, *self._connections):
+                forget_descriptor(fd)
+            for conn in list(self._connections.values()):
+                conn.sock.close()
+            self._connections.clear()
+            self._listening.close()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         self._selector.close()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
         # This object is never freed (see __init__): let go of the program's
         # objects it holds, the handlers of the routes above all.
         self._routes.clear()
@@ -481,12 +481,30 @@ lock = threading.Lock()
 #: whatever the child sees, it closes only descriptors that are ours.
 child_closes: List[int] = []
 
+#: Held from the moment such a descriptor is opened until its number is in
+#: ``child_closes``, and taken by the before-fork hook: so no fork happens
+#: in between. (A child given the listener's end of a sibling's connection
+#: would keep it open after the sibling's parent died, and the sibling would
+#: never learn that nobody reads it.) Only ever held for a few calls that
+#: do not block.
+fd_lock = threading.Lock()
+
+#: How long a fork waits for :data:`fd_lock`; past it, it goes ahead.
+FD_LOCK_TIMEOUT = 1.0
+
 
 def forget_descriptor(fd: int) -> None:
     try:
         child_closes.remove(fd)
     except ValueError:
         pass
+
+
+def close_listed(sock: socket.socket) -> None:
+    """Close a socket whose number is in ``child_closes``, and take it out."""
+    with fd_lock:  # a child forked in between would keep it open
+        forget_descriptor(sock.fileno())  # before the number can be reused
+        sock.close()
 
 
 def current() -> Optional[Server]:

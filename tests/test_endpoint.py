@@ -166,3 +166,125 @@ def test_listener_of_another_user_is_refused(tmp_path: Path) -> None:
     # Not lost: written where a sender writes when it cannot reach the listener.
     assert "belongs to uid 65534" in outcome.stderr
     assert "the secret" in outcome.stderr
+
+
+LEAKS = """
+import json, logging, os, select, socket, sys, threading
+import forksafe_logging
+from scenario_lib import report
+
+logging.basicConfig(filename="out.log", level=logging.INFO)
+forksafe_logging.install()
+ADDRESS = forksafe_logging.QueueListener().address
+FORKS = int(sys.argv[2])
+
+
+def name(address):
+    return address.decode("utf-8", "replace") if isinstance(address, bytes) else address
+
+
+def sock_name(sock):
+    return name(sock.getsockname())
+
+
+def peer_name(sock):
+    return name(sock.getpeername())
+
+
+def held():
+    # On the accept side, the listener's end of a connection (its local name
+    # is the listener's address; the test's own connecting sockets have it as
+    # their peer name). On the connect side, a connection to the listener.
+    side = sock_name if sys.argv[1] == "accept" else peer_name
+    found = 0
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=int(entry))
+        except OSError:
+            continue
+        try:
+            if sock.family == socket.AF_UNIX and side(sock) == ADDRESS:
+                found += 1
+        except OSError:
+            pass
+        finally:
+            sock.detach()
+    return found
+
+
+def fork_and_count(before_fork=lambda: None):
+    r, w = os.pipe()
+    before_fork()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, str(held()).encode())
+        os._exit(0)
+    os.close(w)
+    ready, _, _ = select.select([r], [], [], 10)
+    count = int(os.read(r, 64) or b"-1") if ready else -1
+    os.close(r)
+    os.waitpid(pid, 0)
+    return count
+
+
+def churn(stop):
+    # Connections the listener accepts while the main thread forks.
+    while not stop.is_set():
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(ADDRESS)
+        except OSError:
+            pass
+        sock.close()
+
+
+def first_record_while_forking():
+    # In a child of the top: its first record connects to the listener in
+    # one thread while the main thread forks a grandchild.
+    thread = threading.Thread(target=logging.warning, args=("first",))
+    count = fork_and_count(thread.start)
+    thread.join(10)
+    return count
+
+
+if sys.argv[1] == "accept":
+    stop = threading.Event()
+    threads = [threading.Thread(target=churn, args=(stop,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    counts = [fork_and_count() for _ in range(FORKS)]
+    stop.set()
+    for t in threads:
+        t.join(10)
+else:
+    counts = []
+    for _ in range(FORKS):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.write(w, str(first_record_while_forking()).encode())
+            os._exit(0)
+        os.close(w)
+        ready, _, _ = select.select([r], [], [], 20)
+        counts.append(int(os.read(r, 64) or b"-1") if ready else -1)
+        os.close(r)
+        os.waitpid(pid, 0)
+report(counts=counts)
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc/self/fd")
+@pytest.mark.parametrize("side", ["accept", "connect"])
+def test_no_child_inherits_a_connection(tmp_path: Path, side: str) -> None:
+    """A fork while a connection is being made never gives the child a copy of it.
+
+    A child holding the listener's end of a sibling's connection (or a copy
+    of its parent's own connection) keeps that connection open after its
+    owner dies: the other end never learns, and waits.
+    """
+    forks = 300 if side == "accept" else 100
+    outcome = run_script(tmp_path, LEAKS, side, str(forks), env={})
+    counts = outcome.facts["counts"]
+    assert len(counts) == forks
+    assert -1 not in counts  # every child answered
+    assert sum(1 for c in counts if c) == 0, counts
