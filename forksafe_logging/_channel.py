@@ -116,6 +116,11 @@ _poll = select.poll
 #: Distinct call sites (logger, level, line, thread...) remembered per connection.
 MAX_DEFINITIONS = 10000
 
+#: Seconds before connecting again after the listener's backlog was full;
+#: doubled after each such failure, up to the second.
+FIRST_BACKOFF = 0.01
+MAX_BACKOFF = 1.0
+
 
 class ListenerGone(Exception):
     """The listener cannot be reached: the top process has died or stopped it."""
@@ -156,6 +161,9 @@ class Channel:
         self.numbers: Dict[_wire.StaticKey, int] = {}
         self.gone = False
         self.warned = False
+        #: After connect() found the listener's backlog full: not before then.
+        self.retry_at = 0.0
+        self.backoff = FIRST_BACKOFF
 
     def _connect(self, timeout: Optional[float]) -> socket.socket:
         where = endpoint()
@@ -211,37 +219,28 @@ class Channel:
                 raise ListenerGone("the listener is gone")
             deadline = None if timeout is None else time.monotonic() + timeout
             try:
-                sock = self.sock
-                if sock is None:
-                    sock = self.sock = self._connect(timeout)
-                number = self.numbers.get(key)
-                if number is None:
-                    if len(self.numbers) >= MAX_DEFINITIONS:
-                        self.numbers.clear()  # numbers are reused; the listener overwrites
-                    defined = len(self.numbers) + 1
-                    data = _wire.definition(defined, key) + frame(defined)
-                else:
-                    defined = 0
-                    data = frame(number)
-                if deadline is not None:
-                    # Drop a record before any byte of it is out, while we can:
-                    # the connection stays usable for the next one.
-                    remaining = max(0.0, deadline - time.monotonic())
-                    poller = _poll()  # not select(): descriptors may be > 1023
-                    poller.register(sock, select.POLLOUT)
-                    if not poller.poll(remaining * 1000):
-                        return False
-                    sock.settimeout(max(0.0, deadline - time.monotonic()))
-                elif sock.gettimeout() is not None:
-                    sock.settimeout(None)
-                sock.sendall(data)
-                if defined:
-                    self.numbers[key] = defined
-                return True
+                try:
+                    return self._send(key, frame, deadline)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The listener closed this connection. It may still be
+                    # alive (it drops a connection it cannot parse): once
+                    # more on a new one, which tells. Nothing of this
+                    # record was read, so it is not sent twice.
+                    self._discard()
+                    return self._send(key, frame, deadline)
             except socket.timeout:
                 # Part of the frame may be out: this connection's stream is
                 # spoiled. The listener counts the half frame; reconnect later.
                 self._discard()
+                return False
+            except BlockingIOError:
+                # connect() found the listener's backlog full (EAGAIN): a
+                # busy listener, not a dead one. This record is dropped
+                # (the caller asked not to wait); the next one tries again,
+                # after a pause that doubles each time, up to a second.
+                self._discard()
+                self.retry_at = time.monotonic() + self.backoff
+                self.backoff = min(self.backoff * 2, MAX_BACKOFF)
                 return False
             except OSError as exc:
                 self._discard()
@@ -254,6 +253,46 @@ class Channel:
                 # garbage. A new connection for the next record instead.
                 self._discard()
                 raise
+
+    def _send(
+        self, key: _wire.StaticKey, frame: Callable[[int], bytes], deadline: Optional[float]
+    ) -> bool:
+        sock = self.sock
+        if sock is None:
+            if self.retry_at:
+                wait = self.retry_at - time.monotonic()
+                if wait > 0:
+                    if deadline is not None and deadline - time.monotonic() < wait:
+                        return False  # not before the deadline: dropped, and counted
+                    time.sleep(wait)  # the caller waits for a busy listener anyway
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            sock = self.sock = self._connect(timeout)
+            self.retry_at = 0.0
+            self.backoff = FIRST_BACKOFF
+        number = self.numbers.get(key)
+        if number is None:
+            if len(self.numbers) >= MAX_DEFINITIONS:
+                self.numbers.clear()  # numbers are reused; the listener overwrites
+            defined = len(self.numbers) + 1
+            data = _wire.definition(defined, key) + frame(defined)
+        else:
+            defined = 0
+            data = frame(number)
+        if deadline is not None:
+            # Drop a record before any byte of it is out, while we can:
+            # the connection stays usable for the next one.
+            remaining = max(0.0, deadline - time.monotonic())
+            poller = _poll()  # not select(): descriptors may be > 1023
+            poller.register(sock, select.POLLOUT)
+            if not poller.poll(remaining * 1000):
+                return False
+            sock.settimeout(max(0.0, deadline - time.monotonic()))
+        elif sock.gettimeout() is not None:
+            sock.settimeout(None)
+        sock.sendall(data)
+        if defined:
+            self.numbers[key] = defined
+        return True
 
     def _discard(self) -> None:
         self.numbers.clear()

@@ -250,7 +250,37 @@ def record_frame(number: int, msg: Union[str, Dict[str, Any]], record: logging.L
         payload = b"R" + _encode(
             [number, msg, created, msecs, relative, exc_text, stack, extras]
         ).encode("ascii")
+    if len(payload) > MAX_FRAME:
+        fields = [number, msg, created, msecs, relative, exc_text, stack]
+        payload = _cut_to_fit(fields, len(payload))
     return HEADER.pack(len(payload)) + payload
+
+
+def _cut_to_fit(fields: List[Any], size: int) -> bytes:
+    """A record too big for the listener, which would drop the connection with it.
+
+    It crosses with the start of its message, traceback and stack (each
+    escaped character takes at most 6 bytes) and without its extra fields,
+    saying how big it was: one record degraded, the channel untouched.
+    """
+    number, msg, created, msecs, relative, exc_text, stack = fields
+    keep = MAX_FRAME // 32
+    text = msg if type(msg) is str else _safe_repr(msg)
+    note = " [forksafe_logging: record of %d bytes cut to fit the listener's limit of %d]" % (
+        size,
+        MAX_FRAME,
+    )
+    cut = [
+        number,
+        text[:keep] + note,
+        created,
+        msecs,
+        relative,
+        None if exc_text is None else exc_text[:keep],
+        None if stack is None else stack[:keep],
+        None,
+    ]
+    return b"R" + _encode(cut).encode("ascii")
 
 
 class Garbage(ValueError):

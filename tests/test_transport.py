@@ -386,7 +386,8 @@ def work(interrupted):
             while tb is not None:
                 names.append(tb.tb_frame.f_code.co_name)
                 tb = tb.tb_next
-            if names[-2:] == ["send", "on_alarm"]:
+            # Raised where the channel was blocked sending (sendall).
+            if names[-1] == "on_alarm" and names[-2] in ("send", "_send"):
                 where = "send"
                 break
     interrupted.set()
@@ -877,3 +878,164 @@ if __name__ == "__main__":
         monkeypatch.setenv("PYTHON_THREAD_INHERIT_CONTEXT", "1")
         facts = scenario.run(self.BODY, None, args=[method]).facts
         assert facts == {"flag": 1, "lines": ["-|child"]}
+
+
+class TestRecovery:
+    """One fault costs one record at most, never the worker's channel."""
+
+    BACKLOG = (
+        PRELUDE
+        + """
+import socket, threading
+gate = threading.Event()
+entered = threading.Event()
+
+class Slow(logging.Handler):
+    def emit(self, record):
+        entered.set()
+        gate.wait(60)
+
+def stall():
+    logging.getLogger("slow").info("the listener waits in Slow while this is handled")
+
+def work(tried, go):
+    err = os.open("child.err", os.O_WRONLY | os.O_CREAT)
+    os.dup2(err, 2)
+    hurried = forksafe_logging.QueueHandler(timeout=0.5)
+    log = logging.getLogger("hurried")
+    log.handlers[:] = [hurried]
+    log.propagate = False
+    log.info("during")  # the listener's backlog is full: dropped, counted
+    tried.set()
+    go.wait(60)
+    logging.getLogger("patient").info("after")  # waits out the pause, then connects
+    with open("child.json", "w") as f:
+        json.dump({"dropped": hurried.dropped}, f)
+
+if __name__ == "__main__":
+    configure()
+    logging.getLogger("slow").addHandler(Slow())
+    ctx = multiprocessing.get_context(sys.argv[2])
+    staller = ctx.Process(target=stall)
+    staller.start()
+    entered.wait(60)  # the listener thread is stuck: it accepts nobody
+    filler = []
+    address = forksafe_logging.QueueListener().address
+    while True:  # fill the listen backlog
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(address)
+        except BlockingIOError:
+            sock.close()
+            break
+        filler.append(sock)
+    tried, go = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=work, args=(tried, go))
+    p.start()
+    tried.wait(60)
+    for sock in filler:
+        sock.close()
+    gate.set()
+    go.set()
+    p.join(60)
+    staller.join(60)
+    with open("child.json") as f:
+        child = json.load(f)
+    with open("child.err") as f:
+        err = f.read()
+    arrived = [line.split("|")[2] for line in lines() if "|hurried|" in line or "|patient|" in line]
+    report(exitcode=p.exitcode, backlog=len(filler), dropped=child["dropped"], err=err,
+           arrived=arrived)
+"""
+    )
+
+    @START_METHODS
+    def test_full_backlog_drops_one_record(self, scenario: Scenario, method: str) -> None:
+        """connect() on a full backlog (EAGAIN) drops that record, counted; the next arrives."""
+        facts = scenario.run(self.BACKLOG, None, args=[method], timeout=150).facts
+        assert facts["exitcode"] == 0
+        assert facts["backlog"] > 0
+        assert facts["dropped"] == 1
+        assert facts["arrived"] == ["after"]
+        assert "cannot be reached" not in facts["err"]
+
+    REJECTED = (
+        PRELUDE
+        + """
+from forksafe_logging import _wire
+
+def work(rejected, go):
+    # A sender that does not know the top's limit (a forked one inherits it).
+    _wire.MAX_FRAME = 256 * 1024 * 1024
+    err = os.open("child.err", os.O_WRONLY | os.O_CREAT)
+    os.dup2(err, 2)
+    log = logging.getLogger("w")
+    log.info("before")
+    log.info("%s", "x" * 100000)  # over the top's limit: it drops the connection
+    rejected.wait(60)
+    log.info("after")
+
+if __name__ == "__main__":
+    configure()
+    # The top accepts frames of 64 KiB at most: a real limit, reached for real.
+    _wire.MAX_FRAME = 64 * 1024
+    ctx = multiprocessing.get_context(sys.argv[2])
+    rejected, go = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=work, args=(rejected, go))
+    p.start()
+    listener = forksafe_logging.QueueListener()
+    while listener.stats()["garbage"] == 0 and p.is_alive():
+        listener.flush(1)
+    rejected.set()
+    p.join(60)
+    with open("child.err") as f:
+        err = f.read()
+    report(exitcode=p.exitcode, garbage=listener.stats()["garbage"], err=err,
+           arrived=[line.split("|")[2] for line in lines() if "|w|" in line])
+"""
+    )
+
+    @START_METHODS
+    def test_rejected_frame_costs_the_connection(self, scenario: Scenario, method: str) -> None:
+        """A connection the listener drops is made again for the next record."""
+        facts = scenario.run(self.REJECTED, None, args=[method], timeout=150).facts
+        assert facts["exitcode"] == 0
+        assert facts["garbage"] == 1
+        assert facts["arrived"] == ["before", "after"]
+        assert "cannot be reached" not in facts["err"]
+
+    OVERSIZED = (
+        PRELUDE
+        + """
+from forksafe_logging import _wire
+
+def work():
+    # The same limit in the child: it cuts what the top would refuse.
+    _wire.MAX_FRAME = 64 * 1024
+    log = logging.getLogger("w")
+    log.info("%s", "x" * 100000)
+    log.info("after")
+
+if __name__ == "__main__":
+    configure()
+    _wire.MAX_FRAME = 64 * 1024
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=work)
+    p.start()
+    p.join(60)
+    arrived = [line.split("|")[2] for line in lines() if "|w|" in line]
+    report(exitcode=p.exitcode, garbage=forksafe_logging.QueueListener().stats()["garbage"],
+           first=arrived[0][:10], note=arrived[0][2048:], after=arrived[1:])
+"""
+    )
+
+    @START_METHODS
+    def test_oversized_record_crosses_cut(self, scenario: Scenario, method: str) -> None:
+        """A record over the listener's frame limit arrives cut, saying so; so does the next."""
+        facts = scenario.run(self.OVERSIZED, None, args=[method], timeout=150).facts
+        assert facts["exitcode"] == 0
+        assert facts["garbage"] == 0
+        assert facts["first"] == "x" * 10
+        assert facts["note"].startswith(" [forksafe_logging: record of ")
+        assert facts["note"].endswith(" cut to fit the listener's limit of 65536]")
+        assert facts["after"] == ["after"]
