@@ -28,6 +28,14 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Tuple
 
 CHALLENGE_SIZE = 32
+#: An unauthenticated connection is closed after this many seconds (a real
+#: sender answers the challenge at once)...
+HANDSHAKE_TIMEOUT = 5.0
+#: ...and no more than this many wait at once: the oldest is closed first.
+MAX_PENDING = 64
+#: After accept() fails for want of descriptors, the listening socket is
+#: left alone this long: it stays readable, and retrying at once would spin.
+ACCEPT_PAUSE = 0.1
 #: At exit, how long the listener still waits for records that are half-sent.
 SHUTDOWN_TIMEOUT = 2.0
 _RECV_SIZE = 1 << 18
@@ -166,11 +174,12 @@ def _bind() -> Tuple[socket.socket, str, Optional[str]]:
 
 
 class _Connection:
-    __slots__ = ("authenticated", "buffer", "challenge", "decoder", "sock")
+    __slots__ = ("authenticated", "buffer", "challenge", "deadline", "decoder", "sock")
 
     def __init__(self, sock: socket.socket, challenge: bytes) -> None:
         self.sock = sock
         self.challenge = challenge
+        self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.authenticated = False
         self.buffer = bytearray()
         self.decoder = _wire.Decoder()
@@ -214,7 +223,15 @@ class Server:
             "garbage": 0,
             "truncated": 0,
             "dispatch_errors": 0,
+            "handshake_timeouts": 0,
+            "handshakes_refused": 0,
+            "accept_errors": 0,
         }
+        #: Connections that have not answered the challenge yet, oldest first
+        #: (a dict as an ordered set).
+        self._pending: Dict[_Connection, None] = {}
+        #: While accepting is paused (see ACCEPT_PAUSE): when it resumes.
+        self._accept_resumes = 0.0
         self.thread = threading.Thread(
             target=self._run,
             name="forksafe_logging listener",
@@ -228,7 +245,7 @@ class Server:
     def _run(self) -> None:
         while not self._stopping:
             try:
-                events = self._selector.select()
+                events = self._selector.select(self._next_deadline())
             except (OSError, ValueError):  # the selector was closed under us
                 return
             for key, _ in events:
@@ -245,13 +262,46 @@ class Server:
                     _warn("the listener hit an unexpected error: %r" % (exc,))
                     if isinstance(key.data, _Connection):
                         self._close(key.data)
+            # After the events: an answer that has arrived counts, however
+            # long a handler kept this thread away.
+            self._expire()
+
+    def _next_deadline(self) -> Optional[float]:
+        """Seconds until a pending handshake expires or accepting resumes; None: no limit."""
+        deadlines = []
+        if self._pending:
+            deadlines.append(next(iter(self._pending)).deadline)
+        if self._accept_resumes:
+            deadlines.append(self._accept_resumes)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._pending:
+            oldest = next(iter(self._pending))
+            if oldest.deadline > now:
+                break
+            self.stats["handshake_timeouts"] += 1
+            self._close(oldest)
+        if self._accept_resumes and now >= self._accept_resumes and not self._stopping:
+            self._accept_resumes = 0.0
+            self._selector.register(self._listening, selectors.EVENT_READ, None)
 
     def _accept(self) -> None:
         while True:
             with fd_lock:
                 try:
                     sock, _ = self._listening.accept()
-                except OSError:  # BlockingIOError above all: none left
+                except (BlockingIOError, InterruptedError):  # none left
+                    return
+                except OSError:
+                    # Out of descriptors (EMFILE) or memory: the connection
+                    # stays in the backlog, and the socket stays readable.
+                    self.stats["accept_errors"] += 1
+                    self._selector.unregister(self._listening)
+                    self._accept_resumes = time.monotonic() + ACCEPT_PAUSE
                     return
                 child_closes.append(sock.fileno())
             challenge = os.urandom(CHALLENGE_SIZE)
@@ -264,11 +314,16 @@ class Server:
             conn = _Connection(sock, challenge)
             self._connections[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
+            self._pending[conn] = None
+            if len(self._pending) > MAX_PENDING:
+                self.stats["handshakes_refused"] += 1
+                self._close(next(iter(self._pending)))
             self.stats["connections"] += 1
 
     def _close(self, conn: _Connection) -> None:
         fd = conn.sock.fileno()
         self._connections.pop(fd, None)
+        self._pending.pop(conn, None)
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -311,6 +366,7 @@ class Server:
                 self.stats["auth_failures"] += 1
                 return False
             conn.authenticated = True
+            self._pending.pop(conn, None)
             pos = CHALLENGE_SIZE
         unpack = _wire.HEADER.unpack_from
         feed = conn.decoder.feed
@@ -420,7 +476,8 @@ class Server:
         deadline = time.monotonic() + timeout
 
         def finish() -> None:
-            self._selector.unregister(self._listening)
+            if not self._accept_resumes:  # else not registered now
+                self._selector.unregister(self._listening)
             self._drain()
             # Half-sent frames: their senders are mid-sendall. Wait a bounded time.
             while any(c.buffer for c in self._connections.values()):

@@ -264,7 +264,20 @@ class QueueListener:
         _channel.unpublish()
 
     def stats(self) -> Dict[str, int]:
-        """Counters: records, connections, auth_failures, garbage, truncated, dispatch_errors."""
+        """The listener's counters since it started.
+
+        ``records`` handled; ``connections`` accepted; ``auth_failures``
+        (wrong answer to the challenge); ``handshake_timeouts`` (no answer
+        within 5 s); ``handshakes_refused`` (closed unanswered because 64
+        others were waiting); ``accept_errors`` (``accept()`` failed for
+        want of descriptors: accepting pauses 0.1 s); ``garbage`` (a frame
+        it could not parse: the connection is closed); ``truncated`` (a
+        sender gone or interrupted mid-frame); ``dispatch_errors`` (a
+        handler raised).
+
+        .. versionchanged:: 0.4.0
+           ``handshake_timeouts``, ``handshakes_refused``, ``accept_errors``.
+        """
         return dict(self._server.stats)
 
 

@@ -288,3 +288,107 @@ def test_no_child_inherits_a_connection(tmp_path: Path, side: str) -> None:
     assert len(counts) == forks
     assert -1 not in counts  # every child answered
     assert sum(1 for c in counts if c) == 0, counts
+
+
+STRANGERS = """
+import json, logging, os, resource, socket, sys, threading, time
+import forksafe_logging
+from forksafe_logging import _server
+from scenario_lib import child, report
+
+_server.HANDSHAKE_TIMEOUT = float(sys.argv[2])
+logging.basicConfig(filename="out.log", level=logging.INFO, format="%(message)s")
+forksafe_logging.install()
+listener = forksafe_logging.QueueListener()
+ADDRESS = listener.address
+
+
+def idle(count):
+    # Connections that read the challenge and never answer.
+    socks = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(ADDRESS)
+        sock.settimeout(30)
+        socks.append(sock)
+    return socks
+
+
+def closed_by_listener(sock):
+    # The challenge, then EOF once the listener gives up on it.
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return len(data) == _server.CHALLENGE_SIZE
+        data += chunk
+
+
+def first_record():
+    assert child(lambda: logging.info("from a child")) == "ok"
+    assert forksafe_logging.flush(10)
+    with open("out.log") as f:
+        return f.read().splitlines().count("from a child")
+
+
+how = sys.argv[1]
+if how == "idle":
+    socks = idle(3)
+    closed = [closed_by_listener(s) for s in socks]
+    report(closed=closed, arrived=first_record(), stats=listener.stats())
+elif how == "many":
+    socks = idle(200)
+    arrived = first_record()  # while 200 strangers wait
+    report(arrived=arrived, stats=listener.stats())
+else:  # out of descriptors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    opened = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (opened + 40, hard))
+    socks = []
+    try:
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setblocking(False)
+            sock.connect(ADDRESS)
+    except OSError:
+        pass  # this process (listener included) has run out of descriptors
+    # A window to measure a rate in, not a wait for something to happen.
+    started = time.monotonic()
+    time.sleep(1.0)
+    errors = listener.stats()["accept_errors"]
+    rate = errors / (time.monotonic() - started)
+    for sock in socks:
+        sock.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    report(errors=errors, rate=rate, arrived=first_record())
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="abstract sockets, /proc")
+def test_idle_strangers_are_closed(tmp_path: Path) -> None:
+    """A connection that never answers the challenge is closed after the handshake timeout."""
+    facts = run_script(tmp_path, STRANGERS, "idle", "0.5", env={}).facts
+    assert facts["closed"] == [True, True, True]
+    assert facts["stats"]["handshake_timeouts"] == 3
+    assert facts["arrived"] == 1
+
+
+@pytest.mark.skipif(not LINUX, reason="abstract sockets, /proc")
+def test_waiting_strangers_are_capped(tmp_path: Path) -> None:
+    """Strangers beyond the cap are closed, counted, and a child's record still arrives."""
+    facts = run_script(tmp_path, STRANGERS, "many", "30", env={}).facts
+    assert facts["arrived"] == 1
+    # The child's connection came 201st, when 64 were waiting already.
+    assert facts["stats"]["handshakes_refused"] == 201 - 64
+    assert facts["stats"]["handshake_timeouts"] == 0
+
+
+@pytest.mark.skipif(not LINUX, reason="abstract sockets, /proc")
+def test_out_of_descriptors_pauses_accepting(tmp_path: Path) -> None:
+    """With no descriptor left, the listener pauses instead of spinning, then recovers."""
+    facts = run_script(tmp_path, STRANGERS, "emfile", "30", env={}).facts
+    assert facts["errors"] >= 1
+    # At most one failed accept() per 0.1 s pause (spinning made thousands).
+    assert facts["rate"] < 15
+    assert facts["arrived"] == 1
