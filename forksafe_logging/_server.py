@@ -487,6 +487,18 @@ class Server:
                 for key, _ in self._selector.select(min(remaining, 0.05)):
                     if isinstance(key.data, _Connection):
                         self._read(key.data, until_empty=True)
+            # Senders may still be sending (forked children outlive the top).
+            # What the kernel holds for us is handled; what comes after is
+            # refused: a sender then gets EPIPE, and a new connection is
+            # refused too, so it writes that record to its stderr. Nothing
+            # is lost between the two without its sender knowing.
+            close_listed(self._listening)
+            for conn in list(self._connections.values()):
+                try:
+                    conn.sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+                self._read(conn, until_empty=True)  # to its end: then closed
             self._stopping = True
 
         self._call(finish, timeout + 5)

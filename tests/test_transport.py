@@ -527,6 +527,63 @@ if __name__ == "__main__":
         assert elapsed < 60
 
 
+class TestTopExitsFirst:
+    BODY = """
+        import json, logging, os, select, sys
+        import forksafe_logging
+        CHILDREN, RECORDS = 3, 20000
+        done_r, done_w = os.pipe()  # EOF once every child has finished
+        top = os.fork()
+        if top == 0:
+            os.close(done_r)
+            logging.basicConfig(filename="out.log", level=logging.INFO,
+                                format="%(process)d %(message)s")
+            forksafe_logging.install()
+            started_r, started_w = os.pipe()
+            for n in range(CHILDREN):
+                if os.fork() == 0:
+                    err = os.open("child%d.err" % os.getpid(), os.O_WRONLY | os.O_CREAT)
+                    os.dup2(err, 2)
+                    for i in range(RECORDS):
+                        logging.info("%d", i)
+                        if i == 100:
+                            os.write(started_w, b"x")
+                    os._exit(0)
+            for n in range(CHILDREN):
+                os.read(started_r, 1)
+            sys.exit(0)  # while the children log: the listener stops at exit
+        os.close(done_w)
+        os.waitpid(top, 0)
+        ready, _, _ = select.select([done_r], [], [], 120)
+        os.read(done_r, 1)
+        seen = {}
+        with open("out.log") as f:
+            for line in f:
+                pid, i = line.split()
+                seen.setdefault(pid, []).append(int(i))
+        fallback = {}
+        for name in os.listdir("."):
+            if name.startswith("child") and name.endswith(".err"):
+                pid = name[len("child"):-len(".err")]
+                with open(name) as f:
+                    fallback[pid] = [int(line.split(":")[-1]) for line in f
+                                     if line.startswith("INFO:root:")]
+        print(json.dumps({"done": bool(ready), "seen": seen, "fallback": fallback}))
+    """
+
+    def test_every_record_is_written_or_on_stderr(self, scenario: Scenario) -> None:
+        """Children outliving the top: each record returned is in the file or on their stderr."""
+        facts = scenario.run(self.BODY, None, timeout=150).facts
+        assert facts["done"] is True
+        assert len(facts["fallback"]) == 3
+        for pid, on_stderr in facts["fallback"].items():
+            written = facts["seen"].get(pid, [])
+            assert written, "nothing of child %s reached the file" % pid
+            # In order, none twice, none missing: the file's part, then stderr's.
+            assert sorted(written + on_stderr) == list(range(20000)), pid
+            assert not set(written) & set(on_stderr)
+
+
 class TestNoDoubleWrites:
     SPAWN_MODULE_CONFIG = """
 import logging, multiprocessing, sys
