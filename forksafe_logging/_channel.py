@@ -148,6 +148,16 @@ def _check_owner(sock: socket.socket) -> None:
         )
 
 
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionResetError("the listener closed the connection")
+        data += chunk
+    return data
+
+
 class Channel:
     """The connection of this process; reopened after a fork."""
 
@@ -180,13 +190,14 @@ class Channel:
             sock.connect(address)
             if address.startswith("\0"):
                 _check_owner(sock)
-            challenge = b""
-            while len(challenge) < _server.CHALLENGE_SIZE:
-                chunk = sock.recv(_server.CHALLENGE_SIZE - len(challenge))
-                if not chunk:
-                    raise ConnectionResetError("the listener closed the connection")
-                challenge += chunk
-            sock.sendall(_server.answer(key, challenge))
+            challenge = _recv_exactly(sock, _server.CHALLENGE_SIZE)
+            ours = os.urandom(_server.CHALLENGE_SIZE)
+            sock.sendall(_server.answer(key, challenge) + ours)
+            # Nothing is sent before the listener proves it holds the key:
+            # whoever took the name over after the top died does not.
+            proof = _recv_exactly(sock, _server.CHALLENGE_SIZE)
+            if not _server.is_listener_proof(key, ours, proof):
+                raise PermissionError("the listener could not prove it holds the tree's key")
             # A deeper buffer means fewer waits and wake-ups when the listener
             # is momentarily behind (measured: ~10% more throughput with four
             # workers on two cores). The kernel caps it at net.core.wmem_max.

@@ -16,6 +16,7 @@ import logging
 import os
 import selectors
 import socket
+import stat
 import sys
 import threading
 import time
@@ -59,6 +60,21 @@ def answer(key: bytes, challenge: bytes) -> bytes:
     return _blake2b(challenge, key=key, digest_size=32).digest()
 
 
+def listener_answer(key: bytes, challenge: bytes) -> bytes:
+    """The listener's proof, to a sender's challenge, that it holds ``key``.
+
+    Keyed apart from :func:`answer` (a different personalization), so that
+    what a sender computes for whoever it connected to never serves as the
+    listener's proof to another sender.
+    """
+    return _blake2b(challenge, key=key, digest_size=32, person=b"listener").digest()
+
+
+def is_listener_proof(key: bytes, challenge: bytes, proof: bytes) -> bool:
+    """Whether ``proof`` is the listener's answer to ``challenge`` (in constant time)."""
+    return compare_digest(proof, listener_answer(key, challenge))
+
+
 #: Where the listener's socket is. On Linux, a name in the abstract socket
 #: namespace: it has no entry in any filesystem, and the kernel removes it
 #: with the last descriptor of the socket, whatever way the top process
@@ -97,7 +113,7 @@ def _private_directory(under: Optional[str] = None) -> str:
         places += ["/tmp", "/var/tmp", "/usr/tmp", os.getcwd()]
     name = "%s%d-" % (_DIRECTORY_PREFIX, os.getpid())
     for place in places:
-        if not place:
+        if not place or not _safe_parent(place):
             continue
         for _ in range(100):
             path = os.path.abspath(os.path.join(place, name + os.urandom(6).hex()))
@@ -111,8 +127,23 @@ def _private_directory(under: Optional[str] = None) -> str:
             return path
     raise FileNotFoundError(
         "no place for the listener's socket: none of TMPDIR, TEMP, TMP, /tmp, /var/tmp, "
-        "/usr/tmp or the working directory is writable"
+        "/usr/tmp or the working directory is writable and safe (a directory anyone may "
+        "write to needs the sticky bit)"
     )
+
+
+def _safe_parent(place: str) -> bool:
+    """Whether only its owner can rename what this user makes in ``place``.
+
+    In a directory anyone may write to without the sticky bit (``/tmp``
+    has it), another user could rename our socket's directory away and put
+    one of their own under its name.
+    """
+    try:
+        mode = os.stat(place).st_mode
+    except OSError:
+        return False
+    return not (mode & stat.S_IWOTH) or bool(mode & stat.S_ISVTX)
 
 
 def _sweep(place: str) -> None:
@@ -360,14 +391,21 @@ class Server:
         buf = conn.buffer
         pos = 0
         if not conn.authenticated:
-            if len(buf) < CHALLENGE_SIZE:
+            # The sender's answer to our challenge, then its own challenge.
+            if len(buf) < 2 * CHALLENGE_SIZE:
                 return True
             if not compare_digest(bytes(buf[:CHALLENGE_SIZE]), answer(self.key, conn.challenge)):
                 self.stats["auth_failures"] += 1
                 return False
+            theirs = bytes(buf[CHALLENGE_SIZE : 2 * CHALLENGE_SIZE])
+            try:
+                # Fits: nothing else is ever sent on this socket.
+                conn.sock.send(listener_answer(self.key, theirs))
+            except OSError:
+                return False
             conn.authenticated = True
             self._pending.pop(conn, None)
-            pos = CHALLENGE_SIZE
+            pos = 2 * CHALLENGE_SIZE
         unpack = _wire.HEADER.unpack_from
         feed = conn.decoder.feed
         size = len(buf)

@@ -121,8 +121,9 @@ ready_r, ready_w = os.pipe()
 got_r, got_w = os.pipe()
 pid = os.fork()
 if pid == 0:
-    os.setgid(65534)
-    os.setuid(65534)
+    if sys.argv[1] == "other user":
+        os.setgid(65534)
+        os.setuid(65534)
     server = socket.socket(socket.AF_UNIX)
     server.bind(name)
     server.listen(1)
@@ -132,6 +133,13 @@ if pid == 0:
     try:
         conn.sendall(os.urandom(32))  # the challenge a real listener would send
         conn.settimeout(20)
+        if sys.argv[1] == "same user":
+            # The answer and the sender's own challenge; then a proof made
+            # without the key, which the sender must not accept.
+            while len(got) < 64:
+                got += conn.recv(64 - len(got))
+            conn.sendall(os.urandom(32))
+            got = b""
         while True:
             chunk = conn.recv(4096)
             if not chunk:
@@ -160,11 +168,21 @@ report(received=received)
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run the hostile listener as nobody")
 def test_listener_of_another_user_is_refused(tmp_path: Path) -> None:
     """A sender sends nothing, not even the challenge's answer, to another user's listener."""
-    outcome = run_script(tmp_path, HOSTILE, env={})
+    outcome = run_script(tmp_path, HOSTILE, "other user", env={})
     assert outcome.returncode == 0, outcome.stderr
     assert json.loads(outcome.stdout.strip().splitlines()[-1]) == {"received": 0}
     # Not lost: written where a sender writes when it cannot reach the listener.
     assert "belongs to uid 65534" in outcome.stderr
+    assert "the secret" in outcome.stderr
+
+
+@pytest.mark.skipif(not LINUX, reason="abstract Unix sockets are Linux's")
+def test_listener_without_the_key_is_refused(tmp_path: Path) -> None:
+    """A sender sends no record to a listener that cannot prove it holds the tree's key."""
+    outcome = run_script(tmp_path, HOSTILE, "same user", env={})
+    assert outcome.returncode == 0, outcome.stderr
+    assert json.loads(outcome.stdout.strip().splitlines()[-1]) == {"received": 0}
+    assert "could not prove it holds the tree's key" in outcome.stderr
     assert "the secret" in outcome.stderr
 
 
@@ -392,3 +410,25 @@ def test_out_of_descriptors_pauses_accepting(tmp_path: Path) -> None:
     # At most one failed accept() per 0.1 s pause (spinning made thousands).
     assert facts["rate"] < 15
     assert facts["arrived"] == 1
+
+
+WHERE = """
+import logging, os
+import forksafe_logging
+from forksafe_logging import _server
+from scenario_lib import report
+
+_server.ABSTRACT = False  # the socket file of systems without abstract sockets
+forksafe_logging.install()
+report(address=forksafe_logging.QueueListener().address)
+"""
+
+
+@pytest.mark.parametrize(("mode", "used"), [(0o777, False), (0o1777, True), (0o755, True)])
+def test_socket_directory_only_where_safe(
+    short_tmp: Path, tmp_path: Path, mode: int, used: bool
+) -> None:
+    """A place anyone may write to without the sticky bit is not used for the socket."""
+    short_tmp.chmod(mode)
+    facts = run_script(tmp_path, WHERE, env={"TMPDIR": str(short_tmp)}).facts
+    assert facts["address"].startswith(str(short_tmp) + "/") is used
