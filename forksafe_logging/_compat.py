@@ -362,6 +362,19 @@ def being_spawned_by_multiprocessing() -> bool:
     return process is not None and bool(getattr(process.current_process(), "_inheriting", False))
 
 
+def multiprocessing_parent_pid() -> Optional[int]:
+    """The pid of the process that had ``multiprocessing`` start this one, if it did.
+
+    ``multiprocessing.parent_process()`` (3.8+): the process that asked for
+    this one, also under ``forkserver``, where the server forked it.
+    """
+    process = sys.modules.get("multiprocessing.process")
+    if process is None:
+        return None
+    parent = process.parent_process()
+    return None if parent is None else parent.pid
+
+
 def handlers_of_running_dict_config() -> Optional[Any]:
     """The ``handlers`` mapping of the ``dictConfig`` call that is running, if any.
 

@@ -29,12 +29,22 @@ def _is_descendant() -> bool:
     """Whether this process belongs to a tree whose listener runs in an ancestor."""
     if _server.current() is not None:
         return False
-    if _channel.tree() is None and _compat.being_spawned_by_multiprocessing():
-        # A spawn or forkserver child importing its parent's main module: the
-        # object that will attach it is not unpickled yet, but the parent
-        # published where its tree's listener is.
+    if _channel.tree() is None:
         where = _channel.from_environment()
-        if where is not None and where[0] != os.getpid():
+        if (
+            where is not None
+            and where[0] != os.getpid()
+            and (
+                # A spawn or forkserver child importing its parent's main
+                # module: the object that will attach it is not unpickled yet.
+                _compat.being_spawned_by_multiprocessing()
+                # A child multiprocessing started for the top, which has a
+                # listener without install() (a QueueHandler of its dictConfig
+                # started it): uvicorn's workers configure logging again
+                # with the same dictConfig.
+                or _compat.multiprocessing_parent_pid() == where[0]
+            )
+        ):
             _channel.join(where)
     return _channel.tree() is not None
 

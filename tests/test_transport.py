@@ -799,6 +799,56 @@ if __name__ == "__main__":
         expected = ["MainProcess from the top", "child from the child"]
         assert facts == {"file": expected, "other": expected}
 
+    AGAIN = """
+import json, logging, logging.config, multiprocessing, os, sys
+from scenario_lib import report
+
+def configure():
+    # The same dictConfig in the top and, again, in each worker (as uvicorn
+    # does with --log-config); no install() anywhere.
+    logging.config.dictConfig({
+        "version": 1,
+        "formatters": {"plain": {"format": "%(writer)s %(processName)s %(message)s"}},
+        "filters": {"stamp": {"()": __name__ + ".stamp"}},
+        "handlers": {
+            "file": {"class": "logging.FileHandler", "filename": "out.log", "delay": True,
+                     "formatter": "plain", "filters": ["stamp"]},
+            "tree": {"class": "forksafe_logging.QueueHandler", "handlers": ["file"]},
+        },
+        "root": {"handlers": ["tree"], "level": "INFO"},
+    })
+
+def stamp():
+    def add_writer(record):
+        record.writer = "top" if os.getpid() == TOP else "worker"
+        return True
+    return add_writer
+
+def work(top):
+    global TOP
+    TOP = top
+    configure()
+    logging.info("from the child")
+
+if __name__ == "__main__":
+    TOP = os.getpid()
+    configure()
+    p = multiprocessing.get_context(sys.argv[2]).Process(target=work, args=(TOP,), name="child")
+    p.start()
+    p.join(60)
+    logging.info("from the top")
+    import forksafe_logging
+    forksafe_logging.flush(10)
+    with open("out.log") as f:
+        report(file=sorted(f.read().splitlines()))
+"""
+
+    @START_METHODS
+    def test_worker_configured_again(self, scenario: Scenario, method: str) -> None:
+        """A worker applying the top's dictConfig again sends to the top's listener."""
+        facts = scenario.run(self.AGAIN, None, args=[method]).facts
+        assert facts == {"file": ["top MainProcess from the top", "top child from the child"]}
+
 
 class TestSubprocess:
     BODY = (
