@@ -20,13 +20,14 @@ import stat
 import sys
 import threading
 import time
+import traceback
 import weakref
 
 from forksafe_logging import _compat, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 CHALLENGE_SIZE = 32
 #: An unauthenticated connection is closed after this many seconds (a real
@@ -244,6 +245,8 @@ class Server:
         self._requests: List[Callable[[], None]] = []
         self._stopping = False
         self._loggers: Dict[str, logging.Logger] = {}
+        #: The kinds of dispatch errors already reported.
+        self._reported: Set[type] = set()
         #: Handlers (forksafe QueueHandlers) that receive records sent on their route.
         self.route_owners: weakref.WeakSet[Any] = weakref.WeakSet()
         self._routes: Dict[str, Callable[[logging.LogRecord], None]] = {}
@@ -274,6 +277,23 @@ class Server:
     # -- the listener thread -------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if not self._stopping:
+                # Died (a bug of ours): senders must not wait for it. With the
+                # listening socket and every connection closed, a sender's
+                # next write fails, its new connection is refused, and it
+                # writes to its stderr from then on.
+                _warn("the listener thread stopped; processes of the tree write to stderr")
+                self._abandon_connections()
+
+    def _abandon_connections(self) -> None:
+        close_listed(self._listening)
+        for conn in list(self._connections.values()):
+            self._close(conn)
+
+    def _loop(self) -> None:
         while not self._stopping:
             try:
                 events = self._selector.select(self._next_deadline())
@@ -287,7 +307,7 @@ class Server:
                         self._serve_requests()
                     else:
                         self._read(key.data)
-                except Exception as exc:
+                except BaseException as exc:
                     # The thread must outlive any one connection's trouble:
                     # if it died, every sender would wait for it forever.
                     _warn("the listener hit an unexpected error: %r" % (exc,))
@@ -443,16 +463,62 @@ class Server:
                 if target is not None:
                     target(record)
                     return
-            logger = self._loggers.get(record.name)
-            if logger is None:
-                logger = self._loggers[record.name] = logging.getLogger(record.name)
             # The caller's level check happened in the child with the child's
             # copy of the levels; this one applies the levels configured here.
-            if logger.isEnabledFor(record.levelno):
-                logger.handle(record)
-        except Exception as exc:
+            logger = self._existing_logger(record.name)
+            if logger is not None:
+                if logger.isEnabledFor(record.levelno):
+                    logger.handle(record)
+            else:
+                # A logger the child made and this process has not: handled
+                # as that new logger would handle it (level NOTSET, no
+                # handlers or filters of its own, propagating), without
+                # making it. Made, it would stay for the life of the process,
+                # one per name any child ever used.
+                parent = _nearest_logger(record.name)
+                levelno = record.levelno
+                if logging.Logger.manager.disable < levelno >= parent.getEffectiveLevel():
+                    parent.callHandlers(record)
+        except BaseException as exc:
+            # SystemExit from a handler, asyncio.CancelledError...: in this
+            # thread they would end it, and the tree's senders would wait.
             self.stats["dispatch_errors"] += 1
-            _warn("a record could not be dispatched: %r" % (exc,))
+            self._report(exc)
+
+    def _existing_logger(self, name: str) -> Optional[logging.Logger]:
+        """The logger ``name`` if this process has it; None if it would have to be made."""
+        logger = self._loggers.get(name)
+        if logger is not None:
+            return logger
+        manager = logging.Logger.manager
+        found = manager.loggerDict.get(name)
+        if isinstance(found, logging.Logger):
+            logger = found
+        elif name == logging.root.name:
+            logger = logging.root
+        elif (manager.loggerClass or logging.getLoggerClass()) is not logging.Logger:
+            # A class of the program's may handle records its own way: made,
+            # as logging would make it.
+            logger = logging.getLogger(name)
+        else:
+            return None
+        self._loggers[name] = logger
+        return logger
+
+    def _report(self, exc: BaseException) -> None:
+        """Like ``Handler.handleError``: the traceback on stderr, once per kind of error."""
+        kind = type(exc)
+        if kind in self._reported:
+            return
+        self._reported.add(kind)
+        try:
+            text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+        except Exception:
+            text = repr(exc)
+        _warn(
+            "a record from another process could not be handled (later errors of this kind "
+            "are only counted, in QueueListener.stats()['dispatch_errors']):\n" + text.rstrip()
+        )
 
     def _find_route(self, route: str) -> Optional[Callable[[logging.LogRecord], None]]:
         for owner in list(self.route_owners):
@@ -568,6 +634,18 @@ class Server:
         self._routes.clear()
         self._loggers.clear()
         self._requests = []
+
+
+def _nearest_logger(name: str) -> logging.Logger:
+    """The logger that would be the parent of a new logger ``name`` (as ``_fixupParents``)."""
+    loggers = logging.Logger.manager.loggerDict
+    end = name.rfind(".")
+    while end > 0:
+        found = loggers.get(name[:end])
+        if isinstance(found, logging.Logger):
+            return found
+        end = name.rfind(".", 0, end)
+    return logging.root
 
 
 def _warn(message: str) -> None:

@@ -57,12 +57,27 @@ _string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _decode = json.JSONDecoder().decode
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
+#: The biggest ints that cross as numbers (about 600 digits): every
+#: interpreter can turn them into text and back, whatever its limit on
+#: digits (3.11+: 4,300 by default, 640 at the least). Bigger ones cross as
+#: text: making them numbers again could raise, and would cost quadratic time.
+_INT_BITS = 1990
+
+
+def _is_plain_number(value: Any) -> bool:
+    if type(value) is int:
+        return bool(value.bit_length() <= _INT_BITS)
+    return math.isfinite(value)
+
 
 def _is_plain(value: Any, depth: int = 0) -> bool:
     if isinstance(value, _PLAIN_SCALARS):
         # Exact types only: a subclass may carry behaviour that would not
         # survive the hop; NaN and infinities are not JSON.
-        return type(value) in _PLAIN_SCALARS and (type(value) is not float or math.isfinite(value))
+        kind = type(value)
+        if kind is int or kind is float:
+            return _is_plain_number(value)
+        return kind in _PLAIN_SCALARS
     if depth > 32:
         return False
     if type(value) is list:
@@ -76,7 +91,14 @@ def _safe_repr(value: Any) -> str:
     try:
         return repr(value)
     except Exception as exc:
-        return "<unrepresentable %s: %r>" % (type(value).__name__, exc)
+        if isinstance(value, int):
+            # Over the interpreter's limit on decimal digits: hexadecimal
+            # has none.
+            return hex(value)
+        try:
+            return "<unrepresentable %s: %r>" % (type(value).__name__, exc)
+        except Exception:
+            return "<unrepresentable %s>" % type(value).__name__
 
 
 def _opt_str(value: Any) -> Optional[str]:
@@ -84,7 +106,7 @@ def _opt_str(value: Any) -> Optional[str]:
 
 
 def _int_or(value: Any, default: Optional[int]) -> Optional[int]:
-    return value if type(value) is int else default
+    return value if type(value) is int and value.bit_length() <= _INT_BITS else default
 
 
 def _finite(value: Any) -> float:
@@ -98,8 +120,10 @@ def _finite(value: Any) -> float:
 def _plain(value: Any, depth: int = 0) -> Any:
     """``value`` as plain data: containers rebuilt, anything else not plain as its ``repr``."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or kind is bool or value is None:
         return value
+    if kind is int:
+        return value if value.bit_length() <= _INT_BITS else _safe_repr(value)
     if kind is float:
         return value if math.isfinite(value) else _safe_repr(value)
     if depth < 32:
@@ -247,9 +271,18 @@ def record_frame(number: int, msg: Union[str, Dict[str, Any]], record: logging.L
             relative,
         )
     else:
-        payload = b"R" + _encode(
-            [number, msg, created, msecs, relative, exc_text, stack, extras]
-        ).encode("ascii")
+        try:
+            payload = b"R" + _encode(
+                [number, msg, created, msecs, relative, exc_text, stack, extras]
+            ).encode("ascii")
+        except Exception as exc:
+            # Not expected (every value was made plain), but a record is
+            # never lost to its encoding: it crosses without its extras.
+            note = " [forksafe_logging: extra fields could not be sent: %s]" % _safe_repr(exc)
+            text = (msg if type(msg) is str else _safe_repr(msg)) + note
+            payload = b"R" + _encode(
+                [number, text, created, msecs, relative, exc_text, stack, None]
+            ).encode("ascii")
     if len(payload) > MAX_FRAME:
         fields = [number, msg, created, msecs, relative, exc_text, stack]
         payload = _cut_to_fit(fields, len(payload))
