@@ -163,12 +163,13 @@ def test_uvicorn_workers(tmp_path: Path) -> None:
         workers = children(server.pid)
         opened = [pid for pid in workers if holds(pid, log_file)]
         victim = next(iter(first_workers))
+        assert victim in workers
         os.kill(victim, signal.SIGKILL)
         # uvicorn starts a worker in its place: requests go on until it answers.
         after: Set[int] = set()
         n = 0
         deadline = time.monotonic() + 60
-        while not (after - first_workers) or n < REQUESTS:
+        while not (after - set(workers)) or n < REQUESTS:
             assert time.monotonic() < deadline, "no new worker answered within 60 s"
             pid = get(sock_path, "b%d" % n)
             served["b%d" % n] = pid
@@ -207,4 +208,4 @@ def test_uvicorn_workers(tmp_path: Path) -> None:
     assert access == dict.fromkeys(served, 1)
     # Each record names the worker that served its request.
     assert by_worker == served
-    assert len(set(served.values())) > WORKERS  # the replacement served too
+    assert set(served.values()) - set(workers)  # the replacement served too
