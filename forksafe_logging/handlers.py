@@ -81,6 +81,10 @@ class QueueHandler(logging.Handler):
     spawned children build them too.
 
     .. versionadded:: 0.2.0
+    .. versionchanged:: 0.4.0
+       ``dictConfig`` raises ``ValueError`` for one that names a handler the
+       configuration does not define or, in the process that runs the
+       listener, names no handler.
     """
 
     #: Records given up on after ``timeout`` seconds, in this process.
@@ -110,22 +114,27 @@ class QueueHandler(logging.Handler):
                     "handlers; got %r" % (target,)
                 )
         self._setup(timeout, respect_handler_level)
+        descendant = _is_descendant()
+        running = _compat.running_dict_config()
+        if running is not None:
+            # Checked now, not on the first record: a mistake found there
+            # reaches whichever logging call comes first, or every one.
+            _check_dict_config(specs, running[0], running[1], sends=descendant)
         found = [
             t if isinstance(t, logging.Handler) else logging._handlers.get(t)  # type: ignore[attr-defined]
             for t in specs
         ]
         if None in found:
-            configured = _compat.handlers_of_running_dict_config()
-            if configured is None:
+            if running is None:
                 missing = [t for t, h in zip(specs, found) if h is None]
                 raise ValueError(
                     "QueueHandler: no handler named %s is configured"
                     % ", ".join(repr(name) for name in missing)
                 )
-            self._pending = (specs, configured)
+            self._pending = (specs, running[0])
         else:
             self._targets = [h for h in found if h is not None]
-        if not _is_descendant():
+        if not descendant:
             server = _start_listener()
             server.route_owners.add(self)
 
@@ -200,6 +209,38 @@ class QueueHandler(logging.Handler):
             raise
         except Exception:
             self.handleError(record)
+
+
+def _check_dict_config(
+    specs: Sequence[Union[str, logging.Handler]],
+    handlers: Any,
+    name: Optional[str],
+    *,
+    sends: bool,
+) -> None:
+    """Refuse, while ``dictConfig`` makes the handler, a configuration that cannot work.
+
+    ``handlers`` is the running configuration's mapping of handlers, ``name``
+    the handler's own name in it, and ``sends`` whether the handler sends to
+    a listener in another process (rather than handing records to targets
+    here).
+    """
+    label = "QueueHandler" if name is None else "QueueHandler %r" % name
+    if not specs and not sends:
+        # In a child, the handler sends under its name to the top's handler
+        # of that name, which has the targets: none of its own is fine there.
+        raise ValueError(
+            '%s: "handlers" is missing or empty, so records given to it would go nowhere '
+            "in this process, which runs the listener; name the handlers that should get "
+            'them, as in "handlers": ["file"]' % label
+        )
+    for spec in specs:
+        # Only this dictConfig's own: it removed every handler configured before.
+        if isinstance(spec, str) and spec not in handlers:
+            raise ValueError(
+                "%s: no handler named %r in this dictConfig; it configures %s"
+                % (label, spec, ", ".join(repr(n) for n in sorted(handlers)) or "none")
+            )
 
 
 def tree_forwarder() -> QueueHandler:
