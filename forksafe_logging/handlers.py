@@ -22,7 +22,7 @@ from forksafe_logging import _atfork, _channel, _compat, _server, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+    from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 
 def _is_descendant() -> bool:
@@ -83,7 +83,8 @@ class QueueHandler(logging.Handler):
     .. versionadded:: 0.2.0
     .. versionchanged:: 0.4.0
        ``dictConfig`` raises ``ValueError`` for one that names a handler the
-       configuration does not define or, in the process that runs the
+       configuration does not define, names itself or reaches itself through
+       other ``QueueHandler`` objects, or, in the process that runs the
        listener, names no handler.
     """
 
@@ -241,6 +242,60 @@ def _check_dict_config(
                 "%s: no handler named %r in this dictConfig; it configures %s"
                 % (label, spec, ", ".join(repr(n) for n in sorted(handlers)) or "none")
             )
+    if name is None:
+        return
+    if name in (spec for spec in specs if isinstance(spec, str)):
+        raise ValueError(
+            "%s names itself in its handlers: each record would be handed to it again, "
+            "forever" % label
+        )
+    cycle = _way_back(name, specs, handlers, handlers, path=[name], seen=set())
+    if cycle is not None:
+        raise ValueError(
+            "%s: its records would come back to it (%s), forever; a QueueHandler must "
+            "not reach itself through the QueueHandlers it names"
+            % (label, " -> ".join(repr(n) for n in cycle))
+        )
+
+
+def _way_back(
+    name: str,
+    specs: Sequence[Union[str, logging.Handler]],
+    mapping: Any,
+    handlers: Any,
+    *,
+    path: List[str],
+    seen: Set[int],
+) -> Optional[List[str]]:
+    """The QueueHandlers through which ``specs`` lead back to the one being made as ``name``.
+
+    Names in ``specs`` are looked up in ``mapping``, the configuration of
+    the QueueHandler that holds them. Of a cycle, only its member made last
+    can see it, the others being made already (dictConfig makes them in name
+    order and never defers ours); the one being made is still its
+    configuration in ``handlers``, hence the comparison by name.
+    """
+    for spec in specs:
+        if isinstance(spec, str):
+            if spec == name and mapping is handlers:
+                return [*path, spec]
+            target = dict.get(mapping, spec)  # dict's get: no conversion of a config
+            label = spec
+        else:
+            target = spec
+            label = spec.name or repr(spec)
+        if not isinstance(target, QueueHandler) or id(target) in seen:
+            continue
+        seen.add(id(target))
+        inner: Sequence[Union[str, logging.Handler]]
+        if target._pending is not None:
+            inner, inner_mapping = target._pending
+        else:
+            inner, inner_mapping = target._targets, mapping
+        found = _way_back(name, inner, inner_mapping, handlers, path=[*path, label], seen=seen)
+        if found is not None:
+            return found
+    return None
 
 
 def tree_forwarder() -> QueueHandler:

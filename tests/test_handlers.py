@@ -96,6 +96,32 @@ def _refused(handlers: Dict[str, Any], root: str, culprit: str, problem: str) ->
 
 
 class TestDictConfig:
+    def test_names_itself(self) -> None:
+        """A QueueHandler naming itself is refused by dictConfig, not by the first record."""
+        _refused({"q": _queue("q")}, "q", "q", "QueueHandler 'q' names itself in its handlers")
+
+    @pytest.mark.parametrize(
+        ("handlers", "culprit", "cycle"),
+        [
+            ({"a": _queue("b"), "b": _queue("a")}, "b", "'b' -> 'a' -> 'b'"),
+            # The member made last (in name order) is the one that sees the cycle.
+            (
+                {"x": _queue("c"), "c": _queue("m"), "m": _queue("x")},
+                "x",
+                "'x' -> 'c' -> 'm' -> 'x'",
+            ),
+            (
+                {"z": _queue("a", "y"), "a": {"class": "logging.NullHandler"}, "y": _queue("z")},
+                "z",
+                "'z' -> 'y' -> 'z'",
+            ),
+        ],
+        ids=["two", "three", "beside-a-handler"],
+    )
+    def test_cycle(self, handlers: Dict[str, Any], culprit: str, cycle: str) -> None:
+        """QueueHandlers that name each other round a cycle are refused, the cycle spelt out."""
+        _refused(handlers, "a" if "a" in handlers else "x", culprit, cycle)
+
     @pytest.mark.parametrize(
         ("file", "typo", "configured"),
         [("afile", "afiel", "'afile', 'queue'"), ("zfile", "zfiel", "'queue', 'zfile'")],
@@ -140,7 +166,7 @@ class TestDictConfig:
             {"a": _queue("b"), "b": _queue("c"), "c": _queue("file")},
             # The other way round: each names one made before it.
             {"a": _queue("file"), "b": _queue("a"), "c": _queue("b")},
-            # Two ways to the same QueueHandler.
+            # Two ways to the same QueueHandler are not a cycle.
             {"a": _queue("file"), "b": _queue("a"), "c": _queue("a", "b")},
         ],
         ids=["forward", "backward", "diamond"],
