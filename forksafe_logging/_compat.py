@@ -375,8 +375,9 @@ def multiprocessing_parent_pid() -> Optional[int]:
     return None if parent is None else parent.pid
 
 
-def handlers_of_running_dict_config() -> Optional[Any]:
-    """The ``handlers`` mapping of the ``dictConfig`` call that is running, if any.
+def running_dict_config() -> Optional[Tuple[Any, Optional[str]]]:
+    """The ``dictConfig`` call that is making a handler now: its ``handlers`` mapping and
+    the name of the handler being made (``None`` if not found).
 
     ``dictConfig`` builds handlers in name order and keeps each one only in
     this mapping (``logging._handlers`` holds them weakly) until it returns,
@@ -384,6 +385,13 @@ def handlers_of_running_dict_config() -> Optional[Any]:
     mapping itself. 3.12 added this for ``QueueHandler`` subclasses; our
     handler is not one, so 3.9 to 3.13 all go through here. The configurator
     is the ``self`` of a frame above us (``configure_handler``).
+
+    The name is set only after the handler is made (``handler.name = name``),
+    too late to refuse a configuration before the handler starts a listener.
+    ``configure()`` passes ``handlers[name]`` to ``configure_handler(self,
+    config)``, and a ``ConvertingDict`` stores what it converts back under
+    its key, so the ``config`` of that frame is the very object the mapping
+    holds under the name (3.9 to 3.13, checked in each one's source).
     """
     import logging.config
 
@@ -394,6 +402,19 @@ def handlers_of_running_dict_config() -> Optional[Any]:
         owner = frame.f_locals.get("self")
         if isinstance(owner, logging.config.DictConfigurator):
             config = getattr(owner, "config", None)
-            return config.get("handlers") if config is not None else None
+            handlers = config.get("handlers") if config is not None else None
+            if handlers is None:
+                return None
+            return handlers, _name_of(handlers, frame.f_locals.get("config"))
         frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def _name_of(handlers: Any, made: object) -> Optional[str]:
+    if made is None:
+        return None
+    # dict's own methods: ConvertingDict's would convert every entry on the way.
+    for name, value in dict.items(handlers):
+        if value is made:
+            return name  # type: ignore[no-any-return]
     return None

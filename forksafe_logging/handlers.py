@@ -22,7 +22,7 @@ from forksafe_logging import _atfork, _channel, _compat, _server, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+    from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 
 def _is_descendant() -> bool:
@@ -91,6 +91,11 @@ class QueueHandler(logging.Handler):
     spawned children build them too.
 
     .. versionadded:: 0.2.0
+    .. versionchanged:: 0.4.0
+       ``dictConfig`` raises ``ValueError`` for one that names a handler the
+       configuration does not define, names itself or reaches itself through
+       other ``QueueHandler`` objects, or, in the process that runs the
+       listener, names no handler.
     """
 
     #: Records given up on after ``timeout`` seconds, in this process.
@@ -120,22 +125,27 @@ class QueueHandler(logging.Handler):
                     "handlers; got %r" % (target,)
                 )
         self._setup(timeout, respect_handler_level)
+        descendant = _is_descendant()
+        running = _compat.running_dict_config()
+        if running is not None:
+            # Checked now, not on the first record: a mistake found there
+            # reaches whichever logging call comes first, or every one.
+            _check_dict_config(specs, running[0], running[1], sends=descendant)
         found = [
             t if isinstance(t, logging.Handler) else logging._handlers.get(t)  # type: ignore[attr-defined]
             for t in specs
         ]
         if None in found:
-            configured = _compat.handlers_of_running_dict_config()
-            if configured is None:
+            if running is None:
                 missing = [t for t, h in zip(specs, found) if h is None]
                 raise ValueError(
                     "QueueHandler: no handler named %s is configured"
                     % ", ".join(repr(name) for name in missing)
                 )
-            self._pending = (specs, configured)
+            self._pending = (specs, running[0])
         else:
             self._targets = [h for h in found if h is not None]
-        if not _is_descendant():
+        if not descendant:
             server = _start_listener()
             server.route_owners.add(self)
 
@@ -210,6 +220,92 @@ class QueueHandler(logging.Handler):
             raise
         except Exception:
             self.handleError(record)
+
+
+def _check_dict_config(
+    specs: Sequence[Union[str, logging.Handler]],
+    handlers: Any,
+    name: Optional[str],
+    *,
+    sends: bool,
+) -> None:
+    """Refuse, while ``dictConfig`` makes the handler, a configuration that cannot work.
+
+    ``handlers`` is the running configuration's mapping of handlers, ``name``
+    the handler's own name in it, and ``sends`` whether the handler sends to
+    a listener in another process (rather than handing records to targets
+    here).
+    """
+    label = "QueueHandler" if name is None else "QueueHandler %r" % name
+    if not specs and not sends:
+        # In a child, the handler sends under its name to the top's handler
+        # of that name, which has the targets: none of its own is fine there.
+        raise ValueError(
+            '%s: "handlers" is missing or empty, so records given to it would go nowhere '
+            "in this process, which runs the listener; name the handlers that should get "
+            'them, as in "handlers": ["file"]' % label
+        )
+    for spec in specs:
+        # Only this dictConfig's own: it removed every handler configured before.
+        if isinstance(spec, str) and spec not in handlers:
+            raise ValueError(
+                "%s: no handler named %r in this dictConfig; it configures %s"
+                % (label, spec, ", ".join(repr(n) for n in sorted(handlers)) or "none")
+            )
+    if name is None:
+        return
+    if name in (spec for spec in specs if isinstance(spec, str)):
+        raise ValueError(
+            "%s names itself in its handlers: each record would be handed to it again, "
+            "forever" % label
+        )
+    cycle = _way_back(name, specs, handlers, handlers, path=[name], seen=set())
+    if cycle is not None:
+        raise ValueError(
+            "%s: its records would come back to it (%s), forever; a QueueHandler must "
+            "not reach itself through the QueueHandlers it names"
+            % (label, " -> ".join(repr(n) for n in cycle))
+        )
+
+
+def _way_back(
+    name: str,
+    specs: Sequence[Union[str, logging.Handler]],
+    mapping: Any,
+    handlers: Any,
+    *,
+    path: List[str],
+    seen: Set[int],
+) -> Optional[List[str]]:
+    """The QueueHandlers through which ``specs`` lead back to the one being made as ``name``.
+
+    Names in ``specs`` are looked up in ``mapping``, the configuration of
+    the QueueHandler that holds them. Of a cycle, only its member made last
+    can see it, the others being made already (dictConfig makes them in name
+    order and never defers ours); the one being made is still its
+    configuration in ``handlers``, hence the comparison by name.
+    """
+    for spec in specs:
+        if isinstance(spec, str):
+            if spec == name and mapping is handlers:
+                return [*path, spec]
+            target = dict.get(mapping, spec)  # dict's get: no conversion of a config
+            label = spec
+        else:
+            target = spec
+            label = spec.name or repr(spec)
+        if not isinstance(target, QueueHandler) or id(target) in seen:
+            continue
+        seen.add(id(target))
+        inner: Sequence[Union[str, logging.Handler]]
+        if target._pending is not None:
+            inner, inner_mapping = target._pending
+        else:
+            inner, inner_mapping = target._targets, mapping
+        found = _way_back(name, inner, inner_mapping, handlers, path=[*path, label], seen=seen)
+        if found is not None:
+            return found
+    return None
 
 
 def tree_forwarder() -> QueueHandler:
