@@ -5,7 +5,7 @@ VPY := $(VENV)/bin/python
 # The count of runs of the article's program in stress tests.
 CI_STRESS_RUNS ?= 30
 # ...of it under spawn or forkserver, a few seconds each, looking for lost lines.
-CI_SLOW_STRESS_RUNS ?= 10
+CI_SLOW_STRESS_RUNS ?= 6
 FULL_STRESS_RUNS ?= 500
 
 .PHONY: demo test lint typecheck docs wheel stress compat bench clean
