@@ -111,6 +111,9 @@ def child():
     return {"before": before, "after": after}
 
 facts = in_child(child)
+# Records of different processes are written in the order they reach the
+# listener (docs: Guarantees): wait for the child's before logging after it.
+forksafe_logging.flush(30)
 log.info("from the top")
 report(facts=facts, lines=lines(), others=calls_from_others())
 """
