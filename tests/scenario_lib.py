@@ -11,6 +11,7 @@ process must not do.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import signal
@@ -118,3 +119,21 @@ def install_from_argv() -> Optional[Dict[str, Any]]:
 
         forksafe_logging.install(**options)
     return options
+
+
+class Stuck(logging.Handler):
+    """A handler whose ``emit()`` blocks until :attr:`gate` is set.
+
+    In the top process it holds the listener thread: senders' socket
+    buffers fill and their sends block. :attr:`entered` is set once the
+    listener is in it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entered.set()
+        self.gate.wait(60)

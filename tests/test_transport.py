@@ -298,15 +298,9 @@ class TestBackpressure:
     BODY = (
         PRELUDE
         + """
-import threading
+from scenario_lib import Stuck
 COUNT = 600
-gate = threading.Event()
-entered = threading.Event()
-
-class Slow(logging.Handler):
-    def emit(self, record):
-        entered.set()
-        gate.wait(60)
+slow = Stuck()
 
 def work(timeout):
     handler = forksafe_logging.QueueHandler(timeout=timeout) if timeout else None
@@ -324,7 +318,7 @@ def work(timeout):
 
 if __name__ == "__main__":
     configure()
-    logging.getLogger().addHandler(Slow())
+    logging.getLogger().addHandler(slow)
     timeout = float(sys.argv[3])
     p = multiprocessing.get_context(sys.argv[2]).Process(target=work, args=(timeout,))
     p.start()
@@ -333,7 +327,7 @@ if __name__ == "__main__":
     else:
         p.join(2)   # without one it waits for the listener: still running here
     waited = p.is_alive()
-    gate.set()
+    slow.gate.set()
     p.join(60)
     with open("child.json") as f:
         child = json.load(f)
@@ -363,12 +357,8 @@ class TestSignalMidSend:
     BODY = (
         PRELUDE
         + """
-import threading
-gate = threading.Event()
-
-class Slow(logging.Handler):
-    def emit(self, record):
-        gate.wait(60)
+from scenario_lib import Stuck
+slow = Stuck()
 
 class Interrupted(BaseException):
     pass
@@ -381,7 +371,7 @@ def work(interrupted):
     log = logging.getLogger("flood")
     where = None
     for attempt in range(50):
-        # The listener is stuck in Slow: the socket's buffers fill and a
+        # The listener is held in Stuck: the socket's buffers fill and a
         # send blocks part-way through a frame, where the alarm finds it.
         signal.setitimer(signal.ITIMER_REAL, 0.5)
         try:
@@ -406,13 +396,13 @@ def work(interrupted):
 
 if __name__ == "__main__":
     configure()
-    logging.getLogger().addHandler(Slow())
+    logging.getLogger().addHandler(slow)
     ctx = multiprocessing.get_context(sys.argv[2])
     interrupted = ctx.Event()
     p = ctx.Process(target=work, args=(interrupted,))
     p.start()
     interrupted.wait(60)
-    gate.set()
+    slow.gate.set()
     p.join(60)
     with open("child.json") as f:
         child = json.load(f)
@@ -1002,17 +992,12 @@ class TestRecovery:
     BACKLOG = (
         PRELUDE
         + """
-import socket, threading
-gate = threading.Event()
-entered = threading.Event()
-
-class Slow(logging.Handler):
-    def emit(self, record):
-        entered.set()
-        gate.wait(60)
+import socket
+from scenario_lib import Stuck
+slow = Stuck()
 
 def stall():
-    logging.getLogger("slow").info("the listener waits in Slow while this is handled")
+    logging.getLogger("slow").info("the listener waits in Stuck while this is handled")
 
 def work(tried, go):
     err = os.open("child.err", os.O_WRONLY | os.O_CREAT)
@@ -1030,11 +1015,11 @@ def work(tried, go):
 
 if __name__ == "__main__":
     configure()
-    logging.getLogger("slow").addHandler(Slow())
+    logging.getLogger("slow").addHandler(slow)
     ctx = multiprocessing.get_context(sys.argv[2])
     staller = ctx.Process(target=stall)
     staller.start()
-    entered.wait(60)  # the listener thread is stuck: it accepts nobody
+    slow.entered.wait(60)  # the listener thread is stuck: it accepts nobody
     filler = []
     address = forksafe_logging.QueueListener().address
     while True:  # fill the listen backlog
@@ -1052,7 +1037,7 @@ if __name__ == "__main__":
     tried.wait(60)
     for sock in filler:
         sock.close()
-    gate.set()
+    slow.gate.set()
     go.set()
     p.join(60)
     staller.join(60)
