@@ -54,6 +54,7 @@ bench: $(VENV)/.ready
 	$(VPY) -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(VPY) benchmarks/fork_cost.py
 	$(VPY) benchmarks/throughput.py
+	$(VPY) benchmarks/order_cost.py
 
 clean:
 	rm -rf $(VENV) .venvs dist build docs/_build *.egg-info .mypy_cache .ruff_cache .pytest_cache

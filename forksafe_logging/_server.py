@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import select
 import selectors
 import socket
 import stat
@@ -23,7 +24,7 @@ import time
 import traceback
 import weakref
 
-from forksafe_logging import _compat, _streams, _wire
+from forksafe_logging import _compat, _order, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -41,6 +42,14 @@ ACCEPT_PAUSE = 0.1
 #: At exit, how long the listener still waits for records that are half-sent.
 SHUTDOWN_TIMEOUT = 2.0
 _RECV_SIZE = 1 << 18
+#: How much one round reads from one connection at most: more than a
+#: sender's socket buffer holds (the channel asks for 1 MiB), so a round
+#: reads at least all that was queued when it began, and a sender that never
+#: pauses cannot keep the listener on its connection for ever.
+_ROUND_LIMIT = 1 << 22
+#: How long a record of the top waits at most for the listener to handle
+#: what children sent before it (:meth:`Server.wait_turn`).
+ORDER_WAIT = 1.0
 #: sun_path holds 108 bytes on Linux, with the terminating NUL.
 _MAX_SOCKET_PATH = 107
 
@@ -260,12 +269,33 @@ class Server:
             "handshake_timeouts": 0,
             "handshakes_refused": 0,
             "accept_errors": 0,
+            "order_waits_expired": 0,
         }
         #: Connections that have not answered the challenge yet, oldest first
         #: (a dict as an ordered set).
         self._pending: Dict[_Connection, None] = {}
         #: While accepting is paused (see ACCEPT_PAUSE): when it resumes.
         self._accept_resumes = 0.0
+        # Causal order (see _release): held by the listener for a whole
+        # round, read and dispatch; taken briefly by the top's threads
+        # (wait_turn). Reentrant: a flush() runs a round inside a request.
+        self._order = threading.RLock()
+        #: Records read in this round, and those held over from the last.
+        self._incoming: List[Tuple[float, str, logging.LogRecord]] = []
+        self._held: List[Tuple[float, str, logging.LogRecord]] = []
+        #: The authenticated connections, for the top's threads to look at
+        #: without disturbing the listener's selector.
+        self._watch = select.poll()
+        self._watched = 0
+        #: No connection has been authenticated since the last round that
+        #: ended with none open and nothing held: the top's records need not
+        #: wait. Cleared before a sender can send; set only by the listener,
+        #: at the end of a round.
+        self._idle = True
+        #: Set when a record of the top gave up waiting (the listener is
+        #: stuck in a handler); cleared by the next round. Until then the
+        #: top's records do not wait: one stuck handler costs one wait.
+        self._stalled = False
         self.thread = threading.Thread(
             target=self._run,
             name="forksafe_logging listener",
@@ -273,6 +303,8 @@ class Server:
             **_compat.fresh_context(),
         )
         self.thread.start()
+        self._ident = self.thread.ident
+        _order.enable(self)
 
     # -- the listener thread -------------------------------------------------
 
@@ -289,33 +321,90 @@ class Server:
                 self._abandon_connections()
 
     def _abandon_connections(self) -> None:
+        _order.disable(self)
         close_listed(self._listening)
         for conn in list(self._connections.values()):
             self._close(conn)
+        self._held = []
 
     def _loop(self) -> None:
         while not self._stopping:
             try:
-                events = self._selector.select(self._next_deadline())
+                # Held records go out in the next round: no waiting then.
+                events = self._selector.select(0.0 if self._held else self._next_deadline())
+                with self._order:
+                    cutoff = time.time()
+                    if events:
+                        # Look again: what was sent before the cutoff is all
+                        # readable now, on connections the first look may
+                        # have found empty.
+                        events = self._selector.select(0.0)
+                    wake = self._round(events, cutoff)
             except (OSError, ValueError):  # the selector was closed under us
                 return
-            for key, _ in events:
-                try:
-                    if key.fileobj is self._listening:
-                        self._accept()
-                    elif key.fileobj == self._wake_r:
-                        self._serve_requests()
-                    else:
-                        self._read(key.data)
-                except BaseException as exc:
-                    # The thread must outlive any one connection's trouble:
-                    # if it died, every sender would wait for it forever.
-                    _warn("the listener hit an unexpected error: %r" % (exc,))
-                    if isinstance(key.data, _Connection):
-                        self._close(key.data)
-            # After the events: an answer that has arrived counts, however
-            # long a handler kept this thread away.
-            self._expire()
+            if wake:
+                self._serve_requests()
+
+    def _round(self, events: List[Tuple[Any, int]], cutoff: float) -> bool:
+        """Read every connection in ``events`` to its end, then dispatch in order.
+
+        Returns whether a request from another thread is waiting.
+        """
+        wake = False
+        for key, _ in events:
+            try:
+                if key.fileobj is self._listening:
+                    self._accept()
+                elif key.fileobj == self._wake_r:
+                    wake = True
+                else:
+                    self._read(key.data)
+            except BaseException as exc:
+                # The thread must outlive any one connection's trouble:
+                # if it died, every sender would wait for it forever.
+                _warn("the listener hit an unexpected error: %r" % (exc,))
+                if isinstance(key.data, _Connection):
+                    self._close(key.data)
+        # After the events: an answer that has arrived counts, however
+        # long a handler kept this thread away.
+        self._expire()
+        self._release(cutoff)
+        return wake
+
+    def _release(self, cutoff: float) -> None:
+        """Dispatch, oldest first, what can no longer be overtaken.
+
+        A record is made (``created``) after every record its process knew
+        of through any channel (a pipe, a pool's result, ``waitpid``) had
+        been *sent*: its sender's logging call had returned. So a record
+        made before ``cutoff`` follows only records that were in the
+        kernel's buffers at ``cutoff``, and this round, which looked at
+        every connection after ``cutoff`` and read each to its end, has
+        them all: the round's records made before ``cutoff`` and the ones
+        held over from the last round go out now, sorted by ``created``.
+        Those made after ``cutoff`` may follow records still on their way:
+        held for one round, which reads those too.
+        """
+        incoming = self._incoming
+        held = self._held
+        if not incoming and not held:
+            self._stalled = False
+            if not self._watched:
+                self._idle = True
+            return
+        self._incoming = []
+        ready = held
+        later: List[Tuple[float, str, logging.LogRecord]] = []
+        self._held = later
+        for item in incoming:
+            (ready if item[0] < cutoff else later).append(item)
+        # Stable: records made at the same instant keep their arrival order.
+        ready.sort(key=_made)
+        for _, route, record in ready:
+            self._dispatch(route, record)
+        self._stalled = False
+        if not self._watched and not later:
+            self._idle = True
 
     def _next_deadline(self) -> Optional[float]:
         """Seconds until a pending handshake expires or accepting resumes; None: no limit."""
@@ -373,6 +462,12 @@ class Server:
 
     def _close(self, conn: _Connection) -> None:
         fd = conn.sock.fileno()
+        if conn.authenticated and fd >= 0:
+            try:
+                self._watch.unregister(fd)
+                self._watched -= 1
+            except KeyError:
+                pass
         self._connections.pop(fd, None)
         self._pending.pop(conn, None)
         try:
@@ -381,16 +476,18 @@ class Server:
             pass
         close_listed(conn.sock)
 
-    def _read(self, conn: _Connection, until_empty: bool = False) -> None:
+    def _read(self, conn: _Connection) -> bool:
+        """Read what ``conn`` has queued, up to _ROUND_LIMIT; True if more may be left."""
         if conn.sock.fileno() < 0:
             # Closed earlier in the same round of events (a flush drained it
             # to its end): its half frame was counted then.
-            return
+            return False
+        taken = 0
         while True:
             try:
                 data = conn.sock.recv(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
-                return
+                return False
             except OSError:
                 data = b""
             if not data:
@@ -398,13 +495,17 @@ class Server:
                     # The sender died, or gave up, in the middle of a frame.
                     self.stats["truncated"] += 1
                 self._close(conn)
-                return
+                return False
             conn.buffer += data
             if not self._parse(conn):
                 self._close(conn)
-                return
-            if not until_empty:
-                return
+                return False
+            # A short read emptied the queue as it was when it began.
+            if len(data) < _RECV_SIZE:
+                return False
+            taken += len(data)
+            if taken >= _ROUND_LIMIT:
+                return True
 
     def _parse(self, conn: _Connection) -> bool:
         """Handle every whole frame in ``conn.buffer``; False to drop the connection."""
@@ -418,12 +519,17 @@ class Server:
                 self.stats["auth_failures"] += 1
                 return False
             theirs = bytes(buf[CHALLENGE_SIZE : 2 * CHALLENGE_SIZE])
+            # Watched before the answer goes: from it on, the sender may
+            # send records, return, and cause a record of the top.
+            conn.authenticated = True
+            self._watch.register(conn.sock.fileno(), select.POLLIN)
+            self._watched += 1
+            self._idle = False
             try:
                 # Fits: nothing else is ever sent on this socket.
                 conn.sock.send(listener_answer(self.key, theirs))
             except OSError:
                 return False
-            conn.authenticated = True
             self._pending.pop(conn, None)
             pos = 2 * CHALLENGE_SIZE
         unpack = _wire.HEADER.unpack_from
@@ -446,7 +552,8 @@ class Server:
                     return False
                 pos = end
                 if decoded is not None:
-                    self._dispatch(*decoded)
+                    route, record = decoded
+                    self._incoming.append((_stamp(record), route, record))
         finally:
             view.release()
         if pos:
@@ -538,9 +645,39 @@ class Server:
             request()
 
     def _drain(self) -> None:
-        """Read every connection until it has nothing more to give right now."""
-        for conn in list(self._connections.values()):
-            self._read(conn, until_empty=True)
+        """A round now: every record that reached the sockets before it is handled."""
+        with self._order:
+            cutoff = time.time()
+            self._round(self._selector.select(0.0), cutoff)
+
+    def wait_turn(self) -> None:
+        """Let the records that children sent before now go first; called before the top's own.
+
+        Waits while the listener handles what has arrived, at most
+        :data:`ORDER_WAIT`; a record that waited that long goes ahead (the
+        listener is stuck in a handler), and until the listener finishes a
+        round the top's records do not wait again. Counted in
+        ``stats["order_waits_expired"]``.
+        """
+        if self._idle or self._stalled:
+            return  # no child connected, or the listener is stuck: nothing to wait for
+        if threading.get_ident() == self._ident:
+            return  # the listener dispatching
+        if self.pid != os.getpid():
+            return  # a child forked without the at-fork hooks (os.fork() from C)
+        if not self._order.acquire(timeout=ORDER_WAIT):
+            self._give_up()
+            return
+        try:
+            behind = bool(self._held) or bool(self._watch.poll(0))
+        finally:
+            self._order.release()
+        if behind and (self._stopping or not self._call(self._drain, ORDER_WAIT)):
+            self._give_up()
+
+    def _give_up(self) -> None:
+        self._stalled = True
+        self.stats["order_waits_expired"] += 1
 
     # -- called from other threads -------------------------------------------
 
@@ -577,9 +714,16 @@ class Server:
         """Handle what was sent, wait up to ``timeout`` for half-sent records, then close."""
         if self.pid != os.getpid() or not self.thread.is_alive():
             return
+        # The top's records stop waiting their turn: at exit, logging's own
+        # hooks flush after this one, and this thread is about to stop.
+        _order.disable(self)
         deadline = time.monotonic() + timeout
 
         def finish() -> None:
+            with self._order:
+                finish_in_order()
+
+        def finish_in_order() -> None:
             if not self._accept_resumes:  # else not registered now
                 self._selector.unregister(self._listening)
             self._drain()
@@ -590,7 +734,8 @@ class Server:
                     break
                 for key, _ in self._selector.select(min(remaining, 0.05)):
                     if isinstance(key.data, _Connection):
-                        self._read(key.data, until_empty=True)
+                        while self._read(key.data):
+                            pass
             # Senders may still be sending (forked children outlive the top).
             # What the kernel holds for us is handled; what comes after is
             # refused: a sender then gets EPIPE, and a new connection is
@@ -602,7 +747,10 @@ class Server:
                     conn.sock.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
-                self._read(conn, until_empty=True)  # to its end: then closed
+                while self._read(conn):  # to its end: then closed
+                    pass
+            # Nothing more can come: what was held over goes out too.
+            self._release(float("inf"))
             self._stopping = True
 
         self._call(finish, timeout + 5)
@@ -634,6 +782,21 @@ class Server:
         self._routes.clear()
         self._loggers.clear()
         self._requests = []
+
+
+def _made(item: Tuple[float, str, logging.LogRecord]) -> float:
+    return item[0]
+
+
+def _stamp(record: logging.LogRecord) -> float:
+    """When ``record`` was made; 0 if a record factory left something odd there."""
+    created = record.created
+    if created.__class__ is float:
+        return created  # type: ignore[no-any-return]
+    try:
+        return float(created)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
 
 
 def _nearest_logger(name: str) -> logging.Logger:

@@ -661,7 +661,7 @@ _RESULT = re.compile(r"(?:== Tests r|R)esult: ([A-Za-z ,]+?)(?: ==)?$")
 
 def passed(result: str) -> bool:
     """regrtest's final state is a pass ("SUCCESS", or "FAILURE then SUCCESS" after its rerun)."""
-    return result.split(" then ")[-1] == "SUCCESS"
+    return result.rsplit(" then ", maxsplit=1)[-1] == "SUCCESS"
 
 
 def warning_kind(line: str) -> str:

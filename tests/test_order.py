@@ -1,0 +1,179 @@
+"""Causal order across processes: what happened before is written before.
+
+A child's record is in the kernel when its logging call returns; whatever
+the child then tells another process (a pool's result, a pipe) comes after
+it, and so must every record that process logs next, in the top's file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+from conftest import Scenario
+
+pytestmark = pytest.mark.timeout(300)
+
+METHODS = ["fork", "spawn", "forkserver"]
+
+#: Rounds of the pool program: the issue's 200 rounds of 8 tasks found 531
+#: of 1,600 task lines after their round's "done" under fork before the fix;
+#: FORKSAFE_ORDER_ROUNDS=1000 runs the count the issue asks for.
+ROUNDS = int(os.environ.get("FORKSAFE_ORDER_ROUNDS", "200"))
+TASKS = 8
+
+POOL = """
+    import logging, multiprocessing, sys
+    from scenario_lib import report, install_from_argv
+
+    log = logging.getLogger("order")
+
+    def task(job):
+        log.info("task %d %d", *job)
+        return job
+
+    if __name__ == "__main__":
+        install_from_argv()
+        logging.basicConfig(filename="order.log", level=logging.INFO, format="%(message)s")
+        method, rounds, tasks = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        with multiprocessing.get_context(method).Pool(4) as pool:
+            for r in range(rounds):
+                pool.map(task, [(r, i) for i in range(tasks)], chunksize=1)
+                log.info("done %d", r)
+            pool.close()
+            pool.join()
+        report(done=rounds)
+"""
+
+
+def pool_inversions(text: str, rounds: int, tasks: int) -> Tuple[List[Tuple[int, int]], int, int]:
+    """(the tasks whose line is after their round's "done", lines missing, lines twice)."""
+    done_at: Dict[int, int] = {}
+    task_at: Dict[Tuple[int, int], List[int]] = {}
+    for n, line in enumerate(text.splitlines()):
+        m = re.fullmatch(r"done (\d+)", line)
+        if m:
+            done_at[int(m.group(1))] = n
+            continue
+        m = re.fullmatch(r"task (\d+) (\d+)", line)
+        if m:
+            task_at.setdefault((int(m.group(1)), int(m.group(2))), []).append(n)
+    assert sorted(done_at) == list(range(rounds))
+    late: List[Tuple[int, int]] = []
+    missing = twice = 0
+    for r in range(rounds):
+        for i in range(tasks):
+            seen = task_at.get((r, i), [])
+            if not seen:
+                missing += 1
+                continue
+            twice += len(seen) - 1
+            if seen[0] > done_at[r]:
+                late.append((r, i))
+    return late, missing, twice
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pool_round_trip(scenario: Scenario, method: str) -> None:
+    """Workers log, return; the top logs "done": every task line comes before its "done"."""
+    outcome = scenario.run(POOL, {}, args=[method, str(ROUNDS), str(TASKS)], timeout=280)
+    assert outcome.returncode == 0, outcome.stderr
+    text = (Path(scenario.tmp_path) / "order.log").read_text()
+    late, missing, twice = pool_inversions(text, ROUNDS, TASKS)
+    assert (late, missing, twice) == ([], 0, 0), text[:300]
+
+
+RELAY = """
+    import logging, multiprocessing, os, sys
+    from scenario_lib import report, install_from_argv
+
+    log = logging.getLogger("relay")
+
+    def first(conn, n):
+        for i in range(n):
+            log.info("a %d", i)
+            conn.send(i)  # after the logging call returned
+        conn.close()
+
+    def second(conn, n):
+        for _ in range(n):
+            log.info("b %d", conn.recv())
+
+    if __name__ == "__main__":
+        install_from_argv()
+        logging.basicConfig(filename="relay.log", level=logging.INFO, format="%(message)s")
+        method, n = sys.argv[2], int(sys.argv[3])
+        ctx = multiprocessing.get_context(method)
+        recv_end, send_end = ctx.Pipe(duplex=False)
+        a = ctx.Process(target=first, args=(send_end, n))
+        b = ctx.Process(target=second, args=(recv_end, n))
+        b.start()
+        a.start()
+        a.join(120)
+        b.join(120)
+        report(codes=[a.exitcode, b.exitcode])
+"""
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_between_siblings(scenario: Scenario, method: str) -> None:
+    """A child logs, then tells a sibling through a pipe; the sibling's line comes after."""
+    n = 2000
+    outcome = scenario.run(RELAY, {}, args=[method, str(n)], timeout=280)
+    assert outcome.returncode == 0, outcome.stderr
+    assert outcome.facts["codes"] == [0, 0]
+    lines = (Path(scenario.tmp_path) / "relay.log").read_text().splitlines()
+    where = {line: n for n, line in enumerate(lines)}
+    assert len(where) == len(lines) == 2 * n
+    late = [i for i in range(n) if where["b %d" % i] < where["a %d" % i]]
+    assert late == []
+
+
+STUCK = """
+    import logging, os, sys, time
+    from scenario_lib import Stuck, child, report, install_from_argv
+    import forksafe_logging
+
+    install_from_argv()
+    stuck = Stuck()
+    blocked = logging.getLogger("blocked")
+    blocked.addHandler(stuck)
+    blocked.propagate = False
+    logging.basicConfig(filename="top.log", level=logging.INFO, format="%(message)s")
+
+    def in_child():
+        blocked.warning("holds the listener")
+        logging.getLogger("free").warning("queued behind it")
+
+    outcome = child(in_child, timeout=30)
+    if not stuck.entered.wait(30):
+        raise SystemExit("the listener never reached the stuck handler")
+    top = logging.getLogger("top")
+    started = time.monotonic()
+    top.warning("first")
+    first = time.monotonic() - started
+    started = time.monotonic()
+    for i in range(20):
+        top.warning("next %d", i)
+    rest = time.monotonic() - started
+    from forksafe_logging import _server  # install() has no public listener object
+    expired = _server.current().stats["order_waits_expired"]
+    stuck.gate.set()
+    report(child=outcome, first=first, rest=rest, expired=expired)
+"""
+
+
+def test_stuck_listener_bounds_the_wait(scenario: Scenario) -> None:
+    """A handler that never returns holds the listener: the top waits once, ORDER_WAIT at most."""
+    from forksafe_logging._server import ORDER_WAIT
+
+    facts = scenario.run(STUCK, {}, timeout=120).facts
+    assert facts["child"] == "ok"
+    assert facts["expired"] == 1
+    # Bounds, not speeds: without them the top would wait for ever (the
+    # handler waits 60 s), or ORDER_WAIT for each of the 20 records.
+    assert ORDER_WAIT - 0.1 <= facts["first"] < ORDER_WAIT + 5
+    assert facts["rest"] < ORDER_WAIT
