@@ -379,10 +379,13 @@ class QueueListener:
         want of descriptors: accepting pauses 0.1 s); ``garbage`` (a frame
         it could not parse: the connection is closed); ``truncated`` (a
         sender gone or interrupted mid-frame); ``dispatch_errors`` (a
-        handler raised).
+        handler raised); ``order_waits_expired`` (a record of this process
+        stopped waiting, after 1 s, for the listener to handle what other
+        processes had sent before it: a handler is stuck).
 
         .. versionchanged:: 0.4.0
-           ``handshake_timeouts``, ``handshakes_refused``, ``accept_errors``.
+           ``handshake_timeouts``, ``handshakes_refused``, ``accept_errors``,
+           ``order_waits_expired``.
         """
         return dict(self._server.stats)
 
