@@ -316,8 +316,14 @@ class Server:
                 # Died (a bug of ours): senders must not wait for it. With the
                 # listening socket and every connection closed, a sender's
                 # next write fails, its new connection is refused, and it
-                # writes to its stderr from then on.
+                # writes to its stderr from then on. What was sent before
+                # that is handled first, if this thread still can.
                 _warn("the listener thread stopped; processes of the tree write to stderr")
+                try:
+                    with self._order:
+                        self._last_reads()
+                except BaseException:
+                    pass
                 self._abandon_connections()
 
     def _abandon_connections(self) -> None:
@@ -344,6 +350,21 @@ class Server:
                 return
             if wake:
                 self._serve_requests()
+
+    def _last_reads(self) -> None:
+        """Refuse what comes next, handle what has come, held-over records too."""
+        close_listed(self._listening)
+        for conn in list(self._connections.values()):
+            # After SHUT_RD a sender's write fails at once; what the kernel
+            # already holds for us can still be read.
+            try:
+                conn.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+            while self._read(conn):  # to its end: then closed
+                pass
+        # Nothing more can come: what was held over goes out too.
+        self._release(float("inf"))
 
     def _round(self, events: List[Tuple[Any, int]], cutoff: float) -> bool:
         """Read every connection in ``events`` to its end, then dispatch in order.
@@ -741,16 +762,7 @@ class Server:
             # refused: a sender then gets EPIPE, and a new connection is
             # refused too, so it writes that record to its stderr. Nothing
             # is lost between the two without its sender knowing.
-            close_listed(self._listening)
-            for conn in list(self._connections.values()):
-                try:
-                    conn.sock.shutdown(socket.SHUT_RD)
-                except OSError:
-                    pass
-                while self._read(conn):  # to its end: then closed
-                    pass
-            # Nothing more can come: what was held over goes out too.
-            self._release(float("inf"))
+            self._last_reads()
             self._stopping = True
 
         self._call(finish, timeout + 5)

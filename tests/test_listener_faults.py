@@ -202,3 +202,77 @@ def test_limit_checked_in_this_python() -> None:
     """The premise of TestAnyValue: this Python refuses to print the big int."""
     with pytest.raises(ValueError, match="integer string conversion"):
         str(10**5000)
+
+
+class TestListenerThreadDies:
+    """The listener thread ends for good (here: an exception delivered to it from outside)."""
+
+    BODY = (
+        PRELUDE
+        + """
+import ctypes, threading, time
+
+COUNT = 2000
+logging.basicConfig(filename="out.log", level=logging.INFO, format="%(message)s")
+forksafe_logging.install()
+log = logging.getLogger("w")
+connected_r, connected_w = os.pipe()
+go_r, go_w = os.pipe()
+done_r, done_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    log.info("before")  # connected from here on
+    os.write(connected_w, b"c")
+    os.read(go_r, 1)
+    started = time.monotonic()
+    for i in range(COUNT):  # more than the socket buffers hold, were nobody reading
+        log.info("after %d %s", i, "z" * 1000)
+    os.write(done_w, repr(time.monotonic() - started).encode())
+    os._exit(0)
+os.read(connected_r, 1)
+listener = [t for t in threading.enumerate() if t.name == "forksafe_logging listener"][0]
+deadline = time.monotonic() + 20
+while listener.is_alive() and time.monotonic() < deadline:
+    # A real exception, raised in the thread when it next runs Python code;
+    # a flush() wakes it from its poll(). Where the listener catches it (in
+    # a dispatch), once more, after it was taken: a second one pending would
+    # hit the thread's last reads.
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(listener.ident), ctypes.py_object(SystemExit))
+    forksafe_logging.flush(0.5)
+    listener.join(0.5)
+dead = not listener.is_alive()
+started = time.monotonic()
+log.info("top after")  # the top's records do not wait for a dead listener
+top_seconds = time.monotonic() - started
+os.write(go_w, b"g")
+import select
+ready, _, _ = select.select([done_r], [], [], 60)
+child_seconds = float(os.read(done_r, 100)) if ready else None
+if not ready:
+    os.kill(pid, 9)
+os.waitpid(pid, 0)
+with open("out.log") as f:
+    got = f.read().splitlines()
+report(dead=dead, top_seconds=top_seconds, child_seconds=child_seconds, file=got)
+"""
+    )
+
+    def test_children_fall_back(self, scenario: Scenario) -> None:
+        """Senders learn it at their next record and write to their stderr, without waiting."""
+        outcome = scenario.run(self.BODY, None, timeout=150)
+        facts = outcome.facts
+        assert facts["dead"] is True
+        assert "the listener thread stopped" in outcome.stderr
+        # Bounds, not speeds: a sender that waited for the dead listener
+        # would never finish (the socket buffers hold far less than this).
+        assert facts["child_seconds"] is not None
+        assert facts["child_seconds"] < 30
+        assert facts["top_seconds"] < 1
+        assert facts["file"][0] == "before"
+        assert "top after" in facts["file"]
+        # Nothing lost: each record after the listener died is on the
+        # child's stderr, or in the file if it was read before the end.
+        for i in range(2000):
+            line = "after %d %s" % (i, "z" * 1000)
+            assert line in outcome.stderr or line in facts["file"], i

@@ -159,8 +159,7 @@ STUCK = """
     for i in range(20):
         top.warning("next %d", i)
     rest = time.monotonic() - started
-    from forksafe_logging import _server  # install() has no public listener object
-    expired = _server.current().stats["order_waits_expired"]
+    expired = forksafe_logging.QueueListener().stats()["order_waits_expired"]
     stuck.gate.set()
     report(child=outcome, first=first, rest=rest, expired=expired)
 """
