@@ -24,6 +24,7 @@ def install(
     config: Optional[ChildConfig] = None,
     fork_timeout: float = DEFAULT_FORK_TIMEOUT,
     warn_held_locks: bool = False,
+    order_wait: float = _server.ORDER_WAIT,
 ) -> None:
     """Make the standard ``logging`` module safe across processes.
 
@@ -76,21 +77,34 @@ def install(
             ``fork_timeout``), naming the lock and its holder. For finding
             out which threads log while the program forks; it costs a look
             at the configuration per fork.
+        order_wait: With ``child="forward"``: the most, in seconds, that a
+            record of this process waits for the listener to write what
+            other processes sent before it, so that the file tells what
+            happened in the order it happened (see "Guarantees and failure
+            modes"). It waits only while another process's records are on
+            their way; when the children log faster than this process can
+            write, each of its records waits for the backlog ahead of it.
+            ``0``: never wait; this process's records may then be written
+            before records its children logged earlier.
 
     Raises:
         ValueError: ``child`` is not a known mode, ``config`` is given with
             a mode other than ``"reset"``, or ``fork_timeout`` is negative,
-            infinite or NaN.
+            infinite or NaN, or ``order_wait`` is negative, infinite or NaN.
         TypeError: ``config`` is neither a mapping nor a callable,
-            ``fork_timeout`` is not a number, or ``warn_held_locks`` not a bool.
+            ``fork_timeout`` or ``order_wait`` is not a number, or
+            ``warn_held_locks`` not a bool.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
        ``child="forward"`` is new, and the default.
     .. versionchanged:: 0.3.0
        ``warn_held_locks`` is new.
+    .. versionchanged:: 0.4.0
+       ``order_wait`` is new.
     """
     settings = _validate(child, config, fork_timeout, warn_held_locks)
+    wait = _seconds("order_wait", order_wait)
     # What the hooks may need, imported now: never inside a fork hook, and
     # not at all by programs that do not need it (every module a process
     # has imported makes each of its forks slower).
@@ -111,7 +125,7 @@ def install(
                 return
             if _server.current() is None:
                 _settings.started_listener = True
-            _start_listener()
+            _start_listener().set_order_wait(wait)
             _forward.advertise()
             _forward.prepare_forwarder()
         else:
@@ -238,12 +252,16 @@ def _validate(
                 "config must be a logging.config.dictConfig dictionary or a callable "
                 "that configures logging; got %s" % (type(config).__name__,)
             )
-    if isinstance(fork_timeout, bool) or not isinstance(fork_timeout, (int, float)):
-        raise TypeError("fork_timeout must be a number of seconds; got %r" % (fork_timeout,))
-    if not math.isfinite(fork_timeout) or fork_timeout < 0:
-        raise ValueError(
-            "fork_timeout must be a finite number of seconds >= 0; got %r" % (fork_timeout,)
-        )
+    fork_timeout = _seconds("fork_timeout", fork_timeout)
     if not isinstance(warn_held_locks, bool):
         raise TypeError("warn_held_locks must be True or False; got %r" % (warn_held_locks,))
-    return _settings.Settings(child, config, float(fork_timeout), warn_held_locks)  # type: ignore[arg-type]
+    return _settings.Settings(child, config, fork_timeout, warn_held_locks)  # type: ignore[arg-type]
+
+
+def _seconds(name: str, value: object) -> float:
+    """``value`` as a finite number of seconds >= 0, or the error that says what is wrong."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("%s must be a number of seconds; got %r" % (name, value))
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("%s must be a finite number of seconds >= 0; got %r" % (name, value))
+    return float(value)

@@ -276,10 +276,6 @@ class Server:
         self._pending: Dict[_Connection, None] = {}
         #: While accepting is paused (see ACCEPT_PAUSE): when it resumes.
         self._accept_resumes = 0.0
-        # Causal order (see _release): held by the listener for a whole
-        # round, read and dispatch; taken briefly by the top's threads
-        # (wait_turn). Reentrant: a flush() runs a round inside a request.
-        self._order = threading.RLock()
         #: Records read in this round, and those held over from the last.
         self._incoming: List[Tuple[float, str, logging.LogRecord]] = []
         self._held: List[Tuple[float, str, logging.LogRecord]] = []
@@ -287,6 +283,13 @@ class Server:
         #: without disturbing the listener's selector.
         self._watch = select.poll()
         self._watched = 0
+        #: poll() objects refuse two callers at once: the top's threads
+        #: take turns (the listener never polls this one).
+        self._watch_lock = threading.Lock()
+        #: True from the start of a round (before anything is read) until
+        #: nothing read is left undispatched, held-over records included.
+        #: Written by the listener only; the top reads it without a lock.
+        self._busy = False
         #: No connection has been authenticated since the last round that
         #: ended with none open and nothing held: the top's records need not
         #: wait. Cleared before a sender can send; set only by the listener,
@@ -296,6 +299,8 @@ class Server:
         #: stuck in a handler); cleared by the next round. Until then the
         #: top's records do not wait: one stuck handler costs one wait.
         self._stalled = False
+        #: See :meth:`set_order_wait`.
+        self.order_wait = ORDER_WAIT
         self.thread = threading.Thread(
             target=self._run,
             name="forksafe_logging listener",
@@ -319,15 +324,16 @@ class Server:
                 # writes to its stderr from then on. What was sent before
                 # that is handled first, if this thread still can.
                 _warn("the listener thread stopped; processes of the tree write to stderr")
+                _order.disable(self)  # the top's records: no waiting for this thread
                 try:
-                    with self._order:
-                        self._last_reads()
+                    self._last_reads()
                 except BaseException:
                     pass
                 self._abandon_connections()
 
     def _abandon_connections(self) -> None:
         _order.disable(self)
+        self._stalled = True  # nothing to wait for, for good
         close_listed(self._listening)
         for conn in list(self._connections.values()):
             self._close(conn)
@@ -338,14 +344,14 @@ class Server:
             try:
                 # Held records go out in the next round: no waiting then.
                 events = self._selector.select(0.0 if self._held else self._next_deadline())
-                with self._order:
-                    cutoff = time.time()
-                    if events:
-                        # Look again: what was sent before the cutoff is all
-                        # readable now, on connections the first look may
-                        # have found empty.
-                        events = self._selector.select(0.0)
-                    wake = self._round(events, cutoff)
+                self._busy = True
+                cutoff = time.time()
+                if events:
+                    # Look again: what was sent before the cutoff is all
+                    # readable now, on connections the first look may
+                    # have found empty.
+                    events = self._selector.select(0.0)
+                wake = self._round(events, cutoff)
             except (OSError, ValueError):  # the selector was closed under us
                 return
             if wake:
@@ -410,6 +416,7 @@ class Server:
         held = self._held
         if not incoming and not held:
             self._stalled = False
+            self._busy = False
             if not self._watched:
                 self._idle = True
             return
@@ -424,6 +431,7 @@ class Server:
         for _, route, record in ready:
             self._dispatch(route, record)
         self._stalled = False
+        self._busy = bool(later)
         if not self._watched and not later:
             self._idle = True
 
@@ -667,15 +675,15 @@ class Server:
 
     def _drain(self) -> None:
         """A round now: every record that reached the sockets before it is handled."""
-        with self._order:
-            cutoff = time.time()
-            self._round(self._selector.select(0.0), cutoff)
+        self._busy = True
+        cutoff = time.time()
+        self._round(self._selector.select(0.0), cutoff)
 
     def wait_turn(self) -> None:
         """Let the records that children sent before now go first; called before the top's own.
 
         Waits while the listener handles what has arrived, at most
-        :data:`ORDER_WAIT`; a record that waited that long goes ahead (the
+        :attr:`order_wait` seconds; a record that waited that long goes ahead (the
         listener is stuck in a handler), and until the listener finishes a
         round the top's records do not wait again. Counted in
         ``stats["order_waits_expired"]``.
@@ -684,17 +692,26 @@ class Server:
             return  # no child connected, or the listener is stuck: nothing to wait for
         if threading.get_ident() == self._ident:
             return  # the listener dispatching
+        # In this order. A record that this one follows was sent before
+        # this one was made, so before this poll(): if the poll finds no
+        # connection with data, the listener had read that record already,
+        # and it is dispatched unless the listener is still busy.
+        with self._watch_lock:
+            behind = self._watch.poll(0)
+        if not behind and not self._busy:
+            return
         if self.pid != os.getpid():
             return  # a child forked without the at-fork hooks (os.fork() from C)
-        if not self._order.acquire(timeout=ORDER_WAIT):
+        if self._stopping or not self._call(self._drain, self.order_wait):
             self._give_up()
-            return
-        try:
-            behind = bool(self._held) or bool(self._watch.poll(0))
-        finally:
-            self._order.release()
-        if behind and (self._stopping or not self._call(self._drain, ORDER_WAIT)):
-            self._give_up()
+
+    def set_order_wait(self, seconds: float) -> None:
+        """How long a record of this process waits its turn at most; 0: it never waits."""
+        self.order_wait = seconds
+        if seconds > 0:
+            _order.enable(self)
+        else:
+            _order.disable(self)
 
     def _give_up(self) -> None:
         self._stalled = True
@@ -741,10 +758,6 @@ class Server:
         deadline = time.monotonic() + timeout
 
         def finish() -> None:
-            with self._order:
-                finish_in_order()
-
-        def finish_in_order() -> None:
             if not self._accept_resumes:  # else not registered now
                 self._selector.unregister(self._listening)
             self._drain()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 from conftest import Scenario
@@ -165,14 +165,39 @@ STUCK = """
 """
 
 
-def test_stuck_listener_bounds_the_wait(scenario: Scenario) -> None:
-    """A handler that never returns holds the listener: the top waits once, ORDER_WAIT at most."""
+@pytest.mark.parametrize("wait", [None, 0.3, 0])
+def test_stuck_listener_bounds_the_wait(scenario: Scenario, wait: Optional[float]) -> None:
+    """A handler that never returns holds the listener: the top waits once, order_wait at most."""
     from forksafe_logging._server import ORDER_WAIT
 
-    facts = scenario.run(STUCK, {}, timeout=120).facts
+    options = {} if wait is None else {"order_wait": wait}
+    bound = ORDER_WAIT if wait is None else wait
+    facts = scenario.run(STUCK, options, timeout=120).facts
     assert facts["child"] == "ok"
-    assert facts["expired"] == 1
     # Bounds, not speeds: without them the top would wait for ever (the
-    # handler waits 60 s), or ORDER_WAIT for each of the 20 records.
-    assert ORDER_WAIT - 0.1 <= facts["first"] < ORDER_WAIT + 5
-    assert facts["rest"] < ORDER_WAIT
+    # handler waits 60 s), or the bound for each of the 20 records.
+    assert facts["first"] < bound + 5
+    assert facts["rest"] < max(bound, 0.3)
+    if bound:
+        assert facts["first"] >= bound - 0.1
+        assert facts["expired"] == 1
+    else:
+        assert facts["expired"] == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (-1, ValueError),
+        (float("inf"), ValueError),
+        (float("nan"), ValueError),
+        ("1", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_order_wait_checked(value: object, error: type) -> None:
+    """A bad order_wait is refused, naming the argument, before anything is installed."""
+    import forksafe_logging
+
+    with pytest.raises(error, match="order_wait"):
+        forksafe_logging.install(order_wait=value)  # type: ignore[arg-type]
