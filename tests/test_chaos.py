@@ -65,7 +65,10 @@ armed = [False]
 
 
 def interrupt(signum, frame):
+    # Disarmed first: one exception per call (a second timer tick would
+    # otherwise land in the first one's handling).
     if armed[0]:
+        armed[0] = False
         raise Interrupted()
 
 

@@ -571,7 +571,10 @@ def test_every_record_once_by_the_master(tmp_path: Path, name: str) -> None:
         # out a copy of what the master had half-written at a fork.
         ticks = [int(line.message.split()[1]) for line in lines if line.name == "ticker"]
         assert ticks == list(range(1, len(ticks) + 1))
-        assert len(ticks) > 1000, "the ticker hardly ran: %d records" % len(ticks)
+        # The master's records wait their turn behind the workers' (causal
+        # order), so the ticker runs slower than it would alone: 713 records
+        # in one CI run on 3.10, where > 1000 was usual before the order.
+        assert len(ticks) > 300, "the ticker hardly ran: %d records" % len(ticks)
 
 
 def test_control_without_install_workers_hang_booting(tmp_path: Path) -> None:
