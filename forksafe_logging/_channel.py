@@ -9,6 +9,8 @@ connection: it opens its own.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import os
 import select
 import socket
@@ -21,7 +23,8 @@ from forksafe_logging import _server, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    import logging
+    from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
     #: ``(top pid, key, socket path)``: how a process reaches a listener.
     Endpoint = Tuple[int, bytes, str]
@@ -121,6 +124,17 @@ MAX_DEFINITIONS = 10000
 FIRST_BACKOFF = 0.01
 MAX_BACKOFF = 1.0
 
+#: Every this many records, a sender reads the listener's confirmations
+#: (_wire.CONFIRM): rarely enough to cost nothing per record.
+CONFIRM_EVERY = 64
+#: When its connection breaks, a sender waits this long at most for the
+#: listener's last confirmations (a stopping listener sends them before it
+#: closes; a killed one closes at once). Then it shows the rest on its stderr.
+SETTLE_WAIT = 1.0
+#: Connections a sender gave up mid-frame (an exception in the middle of a
+#: send), kept until the listener has confirmed what it sent on them.
+MAX_RETIRED = 16
+
 
 class ListenerGone(Exception):
     """The listener cannot be reached: the top process has died or stopped it."""
@@ -158,6 +172,93 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
+class _Ledger:
+    """One connection, and the records sent on it that the listener has not confirmed.
+
+    The listener confirms a count (see _server.Server._confirm); should it
+    die before confirming a record, the record's sender shows it on its
+    stderr, so that no record whose logging call returned is lost uncounted.
+    """
+
+    __slots__ = ("announced", "pinned", "poller", "reason", "records", "sent", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        # A forked child closes its copy by number, as it does the
+        # listener's (see _server.child_closes), and this object, which the
+        # child has too, must never close that number again: the socket is
+        # not freed until this process closes it.
+        self.pinned = _streams.pin(sock)
+        self.poller = _poll()
+        self.poller.register(sock, select.POLLIN)
+        self.sent = 0
+        #: ``(number on this connection, record, its formatting)``, oldest first.
+        self.records: Deque[Tuple[int, logging.LogRecord, Callable[[Any], str]]] = (
+            collections.deque()
+        )
+        #: Once the connection is known to be over: why, and whether the
+        #: line saying so has been written.
+        self.reason = ""
+        self.announced = False
+
+    def take(self, until: Optional[float]) -> bool:
+        """Forget the records the listener has confirmed; False once the connection has ended.
+
+        Reads what is there; with ``until`` (a ``time.monotonic()``), waits
+        until then for the end of the connection.
+        """
+        while True:
+            wait = 0.0 if until is None else max(0.0, until - time.monotonic())
+            if not self.poller.poll(wait * 1000):
+                return True
+            try:
+                # Looked at, used, and only then taken: an exception from a
+                # signal handler in between must not lose a confirmation
+                # (the last one, on a connection given up, is never repeated).
+                data = self.sock.recv(4096, socket.MSG_PEEK)  # readable: no wait
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                return False
+            whole = len(data) - len(data) % _wire.CONFIRM.size
+            if not whole:
+                return True  # part of one: the rest comes with the next
+            (upto,) = _wire.CONFIRM.unpack_from(data, whole - _wire.CONFIRM.size)
+            records = self.records
+            while records and records[0][0] <= upto:
+                records.popleft()
+            self.sock.recv(whole)
+
+    def show(self) -> None:
+        """Write the records never confirmed to stderr, after :attr:`reason`.
+
+        Each is forgotten only once written: an exception from a signal
+        handler in the middle leaves the rest for the next call.
+        """
+        records = self.records
+        if records and not self.announced:
+            stderr_write(
+                "forksafe_logging: %s before it confirmed %d record(s) of this process "
+                "(pid %d); they follow (any of them may be in the log too)\n"
+                % (self.reason, len(records), os.getpid())
+            )
+            self.announced = True
+        while records:
+            _, record, show = records[0]
+            try:
+                text = show(record)
+            except Exception:
+                text = repr(record)
+            stderr_write(text + "\n")
+            records.popleft()
+
+    def close(self) -> None:
+        _server.close_listed(self.sock)
+        self.pinned.clear()
+
+
 class Channel:
     """The connection of this process; reopened after a fork."""
 
@@ -165,8 +266,14 @@ class Channel:
         self.lock = _Lock()
         self.pid = os.getpid()
         self.sock: Optional[socket.socket] = None
-        #: What keeps ``sock`` from ever being freed (see :meth:`_connect`).
-        self.pinned: List[Any] = []
+        #: ``sock`` and what it carried unconfirmed.
+        self.ledger: Optional[_Ledger] = None
+        #: Connections this process gave up mid-frame, oldest first.
+        self.retired: List[_Ledger] = []
+        #: Connections the listener ended, with records still to show.
+        self.dead: List[_Ledger] = []
+        #: Records sent since confirmations were last read.
+        self.since_check = 0
         #: Definition numbers given on the current connection.
         self.numbers: Dict[_wire.StaticKey, int] = {}
         self.gone = False
@@ -205,12 +312,8 @@ class Channel:
         except BaseException:
             _server.close_listed(sock)
             raise
-        # A forked child closes its copy by number, as it does the
-        # listener's (see _server.child_closes), and this object, which the
-        # child has too, must never close that number again: it is not freed
-        # until this process closes it (a child never does: channel() gives
-        # it a Channel of its own).
-        self.pinned = _streams.pin(sock)
+        self.ledger = _Ledger(sock)
+        _check_at_exit_of_this_process()
         return sock
 
     def send(
@@ -218,43 +321,50 @@ class Channel:
         key: _wire.StaticKey,
         frame: Callable[[int], bytes],
         timeout: Optional[float],
+        record: logging.LogRecord,
+        show: Callable[[logging.LogRecord], str],
     ) -> bool:
         """Send one record; False if it was dropped after ``timeout`` seconds.
 
         ``key`` names the record's repeating fields; ``frame(number)`` makes
-        its record frame. Raises :class:`ListenerGone` when the listener
-        cannot be reached.
+        its record frame; ``show(record)`` its line on stderr, should the
+        listener die before confirming it. Raises :class:`ListenerGone` when
+        the listener cannot be reached.
         """
         with self.lock:
+            if self.dead:
+                self._show_dead()  # interrupted before it was done
             if self.gone:
                 raise ListenerGone("the listener is gone")
             deadline = None if timeout is None else time.monotonic() + timeout
+            sent = (record, show)
             try:
                 try:
-                    return self._send(key, frame, deadline)
+                    return self._send(key, frame, deadline, sent)
                 except (BrokenPipeError, ConnectionResetError):
-                    # The listener closed this connection. It may still be
-                    # alive (it drops a connection it cannot parse): once
-                    # more on a new one, which tells. Nothing of this
-                    # record was read, so it is not sent twice.
-                    self._discard()
-                    return self._send(key, frame, deadline)
+                    # The listener closed this connection: it stopped, or
+                    # died, or (alive) dropped a connection it could not
+                    # parse. What it did not confirm goes to stderr; this
+                    # record, of which nothing was read, once more on a new
+                    # connection, which tells whether the listener is there.
+                    self._settle("the listener closed this process's connection")
+                    return self._send(key, frame, deadline, sent)
             except socket.timeout:
                 # Part of the frame may be out: this connection's stream is
                 # spoiled. The listener counts the half frame; reconnect later.
-                self._discard()
+                self._retire()
                 return False
             except BlockingIOError:
                 # connect() found the listener's backlog full (EAGAIN): a
                 # busy listener, not a dead one. This record is dropped
                 # (the caller asked not to wait); the next one tries again,
                 # after a pause that doubles each time, up to a second.
-                self._discard()
+                self._retire()
                 self.retry_at = time.monotonic() + self.backoff
                 self.backoff = min(self.backoff * 2, MAX_BACKOFF)
                 return False
             except OSError as exc:
-                self._discard()
+                self._settle("the listener cannot be reached (%s)" % (exc,))
                 self.gone = True
                 raise ListenerGone(str(exc)) from None
             except BaseException:
@@ -262,11 +372,15 @@ class Channel:
                 # SIGALRM, KeyboardInterrupt) may leave part of a frame out:
                 # the next frame would follow it and the listener would read
                 # garbage. A new connection for the next record instead.
-                self._discard()
+                self._retire()
                 raise
 
     def _send(
-        self, key: _wire.StaticKey, frame: Callable[[int], bytes], deadline: Optional[float]
+        self,
+        key: _wire.StaticKey,
+        frame: Callable[[int], bytes],
+        deadline: Optional[float],
+        sent: Tuple[logging.LogRecord, Callable[[logging.LogRecord], str]],
     ) -> bool:
         sock = self.sock
         if sock is None:
@@ -303,14 +417,81 @@ class Channel:
         sock.sendall(data)
         if defined:
             self.numbers[key] = defined
+        ledger = self.ledger
+        ledger.sent += 1  # type: ignore[union-attr]
+        ledger.records.append((ledger.sent, *sent))  # type: ignore[union-attr]
+        self.since_check += 1
+        if self.since_check >= CONFIRM_EVERY:
+            self.since_check = 0
+            self._check()
         return True
 
+    def _check(self) -> None:
+        """Read the confirmations that have come, on every connection still open."""
+        for ledger in list(self.retired):
+            if not ledger.take(None):
+                # Ended: the listener read it to its end and confirmed all
+                # it handled, or it is dead.
+                ledger.reason = "the listener closed a connection of this process"
+                self.dead.append(ledger)
+                self.retired.remove(ledger)
+        current = self.ledger
+        if current is not None and not current.take(None):
+            self._settle("the listener closed this process's connection")
+        elif self.dead:
+            self._show_dead()
+
+    def _settle(self, reason: str) -> None:
+        """The listener closed the connection: its last confirmations, the rest on stderr."""
+        for ledger in [*self.retired, self.ledger]:
+            if ledger is not None:
+                ledger.reason = reason
+                self.dead.append(ledger)
+        self.retired = []
+        self._discard()
+        self._show_dead()
+
+    def _show_dead(self) -> None:
+        # Taken off the list only once shown: see _Ledger.show.
+        until = time.monotonic() + SETTLE_WAIT
+        while self.dead:
+            ledger = self.dead[0]
+            if ledger.records and not ledger.announced:
+                try:
+                    ledger.take(until)  # to the end: the last confirmations
+                except Exception:
+                    pass
+            ledger.show()
+            ledger.close()
+            self.dead.pop(0)
+
     def _discard(self) -> None:
+        """Leave the current connection (whose ledger the caller has dealt with)."""
         self.numbers.clear()
-        sock, self.sock = self.sock, None
-        if sock is not None:
-            _server.close_listed(sock)
-            self.pinned.clear()
+        self.sock = self.ledger = None
+
+    def _retire(self) -> None:
+        """Give up the current connection mid-frame; keep it until what it carried is confirmed."""
+        ledger = self.ledger
+        if ledger is None:
+            self._discard()
+            return
+        if not ledger.records:
+            self._discard()
+            ledger.close()
+            return
+        self.retired.append(ledger)  # first: nothing between may lose it
+        self._discard()
+        try:
+            # The listener reads to here (the half frame is counted), handles
+            # what was whole, confirms it and closes: the end tells.
+            ledger.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if len(self.retired) > MAX_RETIRED:
+            # Its records were very likely handled long since; they are
+            # unguarded against the listener's death from now on.
+            self.retired.pop(0).close()
 
 
 _channel = Channel()
@@ -323,6 +504,44 @@ def channel() -> Channel:
     if ch.pid != os.getpid():
         ch = _channel = Channel()
     return ch
+
+
+#: The process whose exit runs :func:`check_at_exit` (a forked child registers again).
+_exit_checked_pid = 0
+
+
+def _check_at_exit_of_this_process() -> None:
+    global _exit_checked_pid
+    pid = os.getpid()
+    if _exit_checked_pid == pid:
+        return
+    _exit_checked_pid = pid
+    atexit.register(check_at_exit)
+    # A multiprocessing child ends with os._exit(), after its finalizers
+    # and without atexit: a finalizer then, after any other (they may log).
+    util = sys.modules.get("multiprocessing.util")
+    process = sys.modules.get("multiprocessing.process")
+    if util is not None and process is not None and process.parent_process() is not None:
+        util.Finalize(None, check_at_exit, exitpriority=-100)
+
+
+def check_at_exit() -> None:
+    """At a sender's exit: if the listener is gone, show what it never confirmed.
+
+    Does not wait for a live listener's confirmations: what it has not
+    handled yet, it handles after this process has gone.
+    """
+    ch = _channel
+    if ch.pid != os.getpid() or (ch.ledger is None and not ch.retired and not ch.dead):
+        return
+    if not ch.lock.acquire(timeout=SETTLE_WAIT):
+        return  # a thread stuck in a send: not this hook's to wait for
+    try:
+        ch._check()
+    except Exception:
+        pass
+    finally:
+        ch.lock.release()
 
 
 def warn_once(ch: Channel, reason: str, write: Callable[[str], None]) -> None:

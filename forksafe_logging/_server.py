@@ -30,6 +30,10 @@ TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+    #: A record read: when it was made, its route, the record, and which
+    #: record of which connection it was.
+    _Item = Tuple[float, str, logging.LogRecord, "_Connection", int]
+
 CHALLENGE_SIZE = 32
 #: An unauthenticated connection is closed after this many seconds (a real
 #: sender answers the challenge at once)...
@@ -215,7 +219,17 @@ def _bind() -> Tuple[socket.socket, str, Optional[str]]:
 
 
 class _Connection:
-    __slots__ = ("authenticated", "buffer", "challenge", "deadline", "decoder", "sock")
+    __slots__ = (
+        "authenticated",
+        "buffer",
+        "challenge",
+        "confirmed",
+        "deadline",
+        "decoder",
+        "ended",
+        "received",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket, challenge: bytes) -> None:
         self.sock = sock
@@ -224,6 +238,12 @@ class _Connection:
         self.authenticated = False
         self.buffer = bytearray()
         self.decoder = _wire.Decoder()
+        #: Records read from this connection, and how many of them the
+        #: sender has been told are handled (see _wire.CONFIRM).
+        self.received = 0
+        self.confirmed = 0
+        #: Read to its end: closed once what it carried is confirmed.
+        self.ended = False
 
 
 class Server:
@@ -277,8 +297,10 @@ class Server:
         #: While accepting is paused (see ACCEPT_PAUSE): when it resumes.
         self._accept_resumes = 0.0
         #: Records read in this round, and those held over from the last.
-        self._incoming: List[Tuple[float, str, logging.LogRecord]] = []
-        self._held: List[Tuple[float, str, logging.LogRecord]] = []
+        self._incoming: List[_Item] = []
+        self._held: List[_Item] = []
+        #: Connections read to their end, not closed yet (see _close_ended).
+        self._ending: List[_Connection] = []
         #: The authenticated connections, for the top's threads to look at
         #: without disturbing the listener's selector.
         self._watch = select.poll()
@@ -338,6 +360,7 @@ class Server:
         for conn in list(self._connections.values()):
             self._close(conn)
         self._held = []
+        self._ending = []
 
     def _loop(self) -> None:
         while not self._stopping:
@@ -360,17 +383,25 @@ class Server:
     def _last_reads(self) -> None:
         """Refuse what comes next, handle what has come, held-over records too."""
         close_listed(self._listening)
-        for conn in list(self._connections.values()):
+        connections = list(self._connections.values())
+        for conn in connections:
             # After SHUT_RD a sender's write fails at once; what the kernel
             # already holds for us can still be read.
             try:
                 conn.sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
-            while self._read(conn):  # to its end: then closed
+            while self._read(conn):  # to its end
                 pass
-        # Nothing more can come: what was held over goes out too.
+        # Nothing more can come: what was held over goes out too, and is
+        # confirmed. Only then closed: a sender whose write failed waits
+        # for the end of its connection, and shows on its stderr only what
+        # was not confirmed by then (see _channel).
         self._release(float("inf"))
+        for conn in connections:
+            if conn.sock.fileno() >= 0:
+                self._close(conn)
+        self._ending = []
 
     def _round(self, events: List[Tuple[Any, int]], cutoff: float) -> bool:
         """Read every connection in ``events`` to its end, then dispatch in order.
@@ -415,6 +446,8 @@ class Server:
         incoming = self._incoming
         held = self._held
         if not incoming and not held:
+            if self._ending:
+                self._close_ended(held)
             self._stalled = False
             self._busy = False
             if not self._watched:
@@ -422,18 +455,55 @@ class Server:
             return
         self._incoming = []
         ready = held
-        later: List[Tuple[float, str, logging.LogRecord]] = []
+        later: List[_Item] = []
         self._held = later
         for item in incoming:
             (ready if item[0] < cutoff else later).append(item)
         # Stable: records made at the same instant keep their arrival order.
         ready.sort(key=_made)
-        for _, route, record in ready:
-            self._dispatch(route, record)
+        for item in ready:
+            self._dispatch(item[1], item[2])
+        self._confirm(ready, later)
+        if self._ending:
+            self._close_ended(later)
         self._stalled = False
         self._busy = bool(later)
         if not self._watched and not later:
             self._idle = True
+
+    @staticmethod
+    def _confirm(ready: List[_Item], later: List[_Item]) -> None:
+        """Tell the senders of ``ready`` how many of their records are handled.
+
+        Counted up to the first record of the connection still held over:
+        the sender learns a number, not a list. Sent without waiting: a
+        sender that does not read its confirmations has a full buffer, and a
+        confirmation that cannot go now is covered by the next one.
+        """
+        first_held: Dict[_Connection, int] = {}
+        for item in later:
+            conn, number = item[3], item[4]
+            if number < first_held.get(conn, number + 1):
+                first_held[conn] = number
+        for conn in {item[3] for item in ready}:
+            upto = first_held.get(conn, conn.received + 1) - 1
+            if upto > conn.confirmed and conn.sock.fileno() >= 0:
+                try:
+                    conn.sock.send(_wire.CONFIRM.pack(upto))
+                except OSError:
+                    continue
+                conn.confirmed = upto
+
+    def _close_ended(self, held: List[_Item]) -> None:
+        """Close the connections read to their end whose records are all handled."""
+        waiting = {item[3] for item in held}
+        ending: List[_Connection] = []
+        for conn in self._ending:
+            if conn in waiting:
+                ending.append(conn)
+            elif conn.sock.fileno() >= 0:
+                self._close(conn)
+        self._ending = ending
 
     def _next_deadline(self) -> Optional[float]:
         """Seconds until a pending handshake expires or accepting resumes; None: no limit."""
@@ -506,10 +576,15 @@ class Server:
         close_listed(conn.sock)
 
     def _read(self, conn: _Connection) -> bool:
-        """Read what ``conn`` has queued, up to _ROUND_LIMIT; True if more may be left."""
-        if conn.sock.fileno() < 0:
-            # Closed earlier in the same round of events (a flush drained it
-            # to its end): its half frame was counted then.
+        """Read what ``conn`` has queued, up to _ROUND_LIMIT; True if more may be left.
+
+        At its end the connection is kept until its records are handled and
+        confirmed (see :meth:`_close_ended`): the sender waits for that end
+        to learn that no other confirmation will come.
+        """
+        if conn.ended or conn.sock.fileno() < 0:
+            # Read to its end earlier (a flush drained it): its half frame
+            # was counted then.
             return False
         taken = 0
         while True:
@@ -523,7 +598,13 @@ class Server:
                 if conn.buffer:
                     # The sender died, or gave up, in the middle of a frame.
                     self.stats["truncated"] += 1
-                self._close(conn)
+                    conn.buffer.clear()
+                conn.ended = True
+                self._ending.append(conn)
+                try:
+                    self._selector.unregister(conn.sock)  # else readable in every round
+                except (KeyError, ValueError):
+                    pass
                 return False
             conn.buffer += data
             if not self._parse(conn):
@@ -582,7 +663,8 @@ class Server:
                 pos = end
                 if decoded is not None:
                     route, record = decoded
-                    self._incoming.append((_stamp(record), route, record))
+                    conn.received += 1
+                    self._incoming.append((_stamp(record), route, record, conn, conn.received))
         finally:
             view.release()
         if pos:
@@ -809,7 +891,7 @@ class Server:
         self._requests = []
 
 
-def _made(item: Tuple[float, str, logging.LogRecord]) -> float:
+def _made(item: _Item) -> float:
     return item[0]
 
 

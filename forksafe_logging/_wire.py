@@ -43,6 +43,10 @@ if TYPE_CHECKING:
     StaticKey = Tuple[Any, ...]
 
 HEADER = struct.Struct(">I")
+#: The one thing the listener sends on a connection after the handshake: how
+#: many of its records it has handled so far. A sender shows on its stderr
+#: the records the listener never confirmed, should the listener die.
+CONFIRM = struct.Struct(">Q")
 #: Frames larger than this are refused as garbage (a 10 MB message fits).
 MAX_FRAME = 256 * 1024 * 1024
 

@@ -211,7 +211,8 @@ class QueueHandler(logging.Handler):
             msg = _wire.message(record)
             ch = _channel.channel()
             try:
-                if not ch.send(key, lambda n: _wire.record_frame(n, msg, record), self.timeout):
+                frame = lambda n: _wire.record_frame(n, msg, record)  # noqa: E731
+                if not ch.send(key, frame, self.timeout, record, self.format):
                     self.dropped += 1
             except _channel.ListenerGone as exc:
                 _channel.warn_once(ch, str(exc), _channel.stderr_write)

@@ -386,7 +386,10 @@ def child():
     import weakref
     ch = _channel.channel()
     sock = weakref.ref(ch.sock)
+    ledger = ch.ledger
     ch._discard()
+    ledger.close()
+    del ledger
     gc.collect()
     result["after_discard"] = {"listed": fd in _server.child_closes, "freed": sock() is None}
     return result

@@ -478,6 +478,215 @@ class TestListenerGone:
         assert err[1:] == ["WARNING:root:after 0", "WARNING:root:after 1", "WARNING:root:after 2"]
 
 
+class TestTopKilled:
+    BODY = """
+        import json, logging, os, select, signal, threading
+        import forksafe_logging
+        dead_r, dead_w = os.pipe()  # EOF in the child once the top is dead
+        done_r, done_w = os.pipe()  # the driver learns that the child is done
+        top = os.fork()
+        if top == 0:
+            os.close(done_r)
+            never = threading.Event()
+
+            stuck_r, stuck_w = os.pipe()
+
+            class StuckAt100(logging.Handler):
+                def emit(self, record):
+                    if record.getMessage() == "r 100":
+                        os.write(stuck_w, b"x")
+                        never.wait()  # the listener never gets past this record
+
+            logging.basicConfig(filename="out.log", level=logging.INFO)
+            logging.getLogger().addHandler(StuckAt100())
+            forksafe_logging.install()
+            half_r, half_w = os.pipe()
+            go_r, go_w = os.pipe()
+            if os.fork() == 0:
+                os.close(dead_w)
+                err = os.open("child.err", os.O_WRONLY | os.O_CREAT)
+                os.dup2(err, 2)
+                for i in range(100):
+                    logging.info("r %d", i)
+                os.write(half_w, b"x")
+                os.read(go_r, 1)
+                for i in range(100, 200):
+                    logging.info("r %d", i)  # returns: in the kernel's buffers
+                os.write(half_w, b"x")
+                os.read(dead_r, 1)  # b"": the top is dead
+                logging.warning("after")
+                os.write(done_w, b"x")
+                os._exit(0)
+            os.read(half_r, 1)
+            forksafe_logging.flush(10)  # r 0-99 handled, and confirmed
+            os.write(go_w, b"x")
+            os.read(half_r, 1)
+            os.read(stuck_r, 1)  # r 100 written, the listener stuck
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.close(dead_r)
+        os.close(dead_w)
+        os.close(done_w)
+        os.waitpid(top, 0)
+        ready, _, _ = select.select([done_r], [], [], 30)
+        with open("child.err") as f, open("out.log") as g:
+            err = f.read()
+            written = g.read()
+        print(json.dumps({"done": bool(ready), "err": err, "written": written}))
+    """
+
+    def test_unconfirmed_records_go_to_stderr(self, scenario: Scenario) -> None:
+        """A SIGKILLed top: what it had not handled is on its senders' stderr, nothing else."""
+        facts = scenario.run(self.BODY, None).facts
+        assert facts["done"] is True
+        # The file: r 0 to r 100 (the handler stuck on r 100 comes after the file's).
+        assert facts["written"].splitlines() == ["INFO:root:r %d" % i for i in range(101)]
+        err = facts["err"].splitlines()
+        assert "before it confirmed 100 record(s)" in err[0]
+        # What the top never confirmed, and only that: r 0-99 were confirmed.
+        assert err[1:101] == ["INFO:root:r %d" % i for i in range(100, 200)]
+        assert err[101].startswith("forksafe_logging: the log listener")
+        assert err[102:] == ["WARNING:root:after"]
+
+    INTERRUPTED = """
+        import json, logging, os, select, signal, threading
+        import forksafe_logging
+        dead_r, dead_w = os.pipe()
+        done_r, done_w = os.pipe()
+        top = os.fork()
+        if top == 0:
+            os.close(done_r)
+            never = threading.Event()
+
+            stuck_r, stuck_w = os.pipe()
+
+            class Stuck(logging.Handler):
+                def emit(self, record):
+                    os.write(stuck_w, b"x")
+                    never.wait()  # the listener handles nothing past the first record
+
+            logging.basicConfig(filename="out.log", level=logging.INFO)
+            logging.getLogger().addHandler(Stuck())
+            forksafe_logging.install()
+            interrupted_r, interrupted_w = os.pipe()
+            if os.fork() == 0:
+                os.close(dead_w)
+                err = os.open("child.err", os.O_WRONLY | os.O_CREAT)
+                os.dup2(err, 2)
+                for i in range(10):
+                    logging.info("r %d", i)
+
+                class TimeLimit(BaseException):
+                    pass
+
+                def expire(signum, frame):
+                    raise TimeLimit()
+
+                signal.signal(signal.SIGALRM, expire)
+                # Blocks once the socket's buffers are full (nobody reads),
+                # part of it sent: the alarm raises in the middle.
+                signal.setitimer(signal.ITIMER_REAL, 0.3)
+                try:
+                    logging.info("huge %s", "x" * (16 << 20))
+                    interrupted = False
+                except TimeLimit:
+                    interrupted = True
+                os.write(interrupted_w, b"x")
+                os.read(dead_r, 1)  # b"": the top is dead
+                logging.warning("after")
+                os.write(done_w, json.dumps(interrupted).encode())
+                os._exit(0)
+            os.read(interrupted_r, 1)
+            os.read(stuck_r, 1)  # r 0 written, the listener stuck
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.close(dead_r)
+        os.close(dead_w)
+        os.close(done_w)
+        os.waitpid(top, 0)
+        ready, _, _ = select.select([done_r], [], [], 30)
+        interrupted = json.loads(os.read(done_r, 100)) if ready else None
+        with open("child.err") as f, open("out.log") as g:
+            err = f.read()
+            written = g.read()
+        print(json.dumps({"interrupted": interrupted, "err": err, "written": written}))
+    """
+
+    AT_EXIT = """
+        import json, logging, multiprocessing, os, select, signal, sys, threading
+        import forksafe_logging
+
+        def child(dead_r, dead_w, logged_w):
+            os.close(dead_w)
+            err = os.open("child.err", os.O_WRONLY | os.O_CREAT)
+            os.dup2(err, 2)
+            for i in range(10):
+                logging.info("r %d", i)
+            os.write(logged_w, b"x")
+            os.read(dead_r, 1)  # b"": the top is dead
+            # and this process ends without logging again
+
+        if __name__ == "__main__":
+            dead_r, dead_w = os.pipe()  # EOF in the child once the top is dead
+            gone_r, gone_w = os.pipe()  # EOF here once the child has exited too
+            top = os.fork()
+            if top == 0:
+                os.close(gone_r)
+                never = threading.Event()
+
+                stuck_r, stuck_w = os.pipe()
+
+                class Stuck(logging.Handler):
+                    def emit(self, record):
+                        os.write(stuck_w, b"x")
+                        never.wait()
+
+                logging.basicConfig(filename="out.log", level=logging.INFO)
+                logging.getLogger().addHandler(Stuck())
+                forksafe_logging.install()
+                logged_r, logged_w = os.pipe()
+                if sys.argv[2] == "exit":
+                    if os.fork() == 0:
+                        child(dead_r, dead_w, logged_w)
+                        sys.exit(0)  # atexit handlers run
+                else:
+                    ctx = multiprocessing.get_context("fork")
+                    ctx.Process(target=child, args=(dead_r, dead_w, logged_w)).start()
+                os.close(gone_w)
+                os.read(logged_r, 1)
+                os.read(stuck_r, 1)  # r 0 written, the listener stuck
+                os.kill(os.getpid(), signal.SIGKILL)
+            os.close(dead_r)
+            os.close(dead_w)
+            os.close(gone_w)
+            os.waitpid(top, 0)
+            ready, _, _ = select.select([gone_r], [], [], 30)
+            with open("child.err") as f, open("out.log") as g:
+                err = f.read()
+                written = g.read()
+            print(json.dumps({"exited": bool(ready), "err": err, "written": written}))
+    """
+
+    @pytest.mark.parametrize("how", ["exit", "multiprocessing"])
+    def test_shown_at_exit(self, scenario: Scenario, how: str) -> None:
+        """A sender that does not log after the top died shows the unconfirmed records at exit."""
+        facts = scenario.run(self.AT_EXIT, None, args=[how]).facts
+        assert facts["exited"] is True
+        assert facts["written"].splitlines() == ["INFO:root:r 0"]
+        err = facts["err"].splitlines()
+        assert "before it confirmed 10 record(s)" in err[0]
+        assert err[1:] == ["INFO:root:r %d" % i for i in range(10)]
+
+    def test_connection_given_up_mid_record(self, scenario: Scenario) -> None:
+        """Records sent on a connection abandoned mid-frame are still shown if the top dies."""
+        facts = scenario.run(self.INTERRUPTED, None).facts
+        assert facts["interrupted"] is True
+        assert facts["written"].splitlines() == ["INFO:root:r 0"]
+        err = facts["err"].splitlines()
+        assert "before it confirmed 10 record(s)" in err[0]
+        assert err[1:11] == ["INFO:root:r %d" % i for i in range(10)]
+        assert err[11].startswith("forksafe_logging: the log listener")
+        assert err[12:] == ["WARNING:root:after"]
+
+
 class TestShutdown:
     BODY = (
         PRELUDE
