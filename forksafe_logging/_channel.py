@@ -24,10 +24,11 @@ from forksafe_logging import _server, _streams, _wire
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     import logging
-    from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+    from typing import Callable, Deque, Dict, List, Optional, Tuple
 
     #: ``(top pid, key, socket path)``: how a process reaches a listener.
     Endpoint = Tuple[int, bytes, str]
+    _Kept = Tuple[int, _wire.StaticKey, int, bytes, Callable[[logging.LogRecord], str]]
 
 #: Where descendants find the listener: ``"<top pid>:<key hex>:<socket path>"``.
 #: Set by the top process; spawn and forkserver children and subprocesses
@@ -172,6 +173,15 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
+def _rebuild(key: _wire.StaticKey, number: int, frame: bytes) -> logging.LogRecord:
+    """The record that ``frame`` carries, as the listener would have made it."""
+    decoder = _wire.Decoder()
+    decoder.feed(_wire.definition(number, key)[_wire.HEADER.size :])
+    decoded = decoder.feed(frame[_wire.HEADER.size :])
+    assert decoded is not None
+    return decoded[1]
+
+
 class _Ledger:
     """One connection, and the records sent on it that the listener has not confirmed.
 
@@ -192,10 +202,10 @@ class _Ledger:
         self.poller = _poll()
         self.poller.register(sock, select.POLLIN)
         self.sent = 0
-        #: ``(number on this connection, record, its formatting)``, oldest first.
-        self.records: Deque[Tuple[int, logging.LogRecord, Callable[[Any], str]]] = (
-            collections.deque()
-        )
+        #: ``(number on this connection, static key, definition number, record
+        #: frame, formatting)``, oldest first. The frame, not the record: a
+        #: record would keep its arguments and its traceback's frames alive.
+        self.records: Deque[_Kept] = collections.deque()
         #: Once the connection is known to be over: why, and whether the
         #: line saying so has been written.
         self.reason = ""
@@ -246,11 +256,11 @@ class _Ledger:
             )
             self.announced = True
         while records:
-            _, record, show = records[0]
+            _, key, number, frame, show = records[0]
             try:
-                text = show(record)
+                text = show(_rebuild(key, number, frame))
             except Exception:
-                text = repr(record)
+                text = repr(frame)
             stderr_write(text + "\n")
             records.popleft()
 
@@ -321,7 +331,6 @@ class Channel:
         key: _wire.StaticKey,
         frame: Callable[[int], bytes],
         timeout: Optional[float],
-        record: logging.LogRecord,
         show: Callable[[logging.LogRecord], str],
     ) -> bool:
         """Send one record; False if it was dropped after ``timeout`` seconds.
@@ -337,10 +346,9 @@ class Channel:
             if self.gone:
                 raise ListenerGone("the listener is gone")
             deadline = None if timeout is None else time.monotonic() + timeout
-            sent = (record, show)
             try:
                 try:
-                    return self._send(key, frame, deadline, sent)
+                    return self._send(key, frame, deadline, show)
                 except (BrokenPipeError, ConnectionResetError):
                     # The listener closed this connection: it stopped, or
                     # died, or (alive) dropped a connection it could not
@@ -348,7 +356,7 @@ class Channel:
                     # record, of which nothing was read, once more on a new
                     # connection, which tells whether the listener is there.
                     self._settle("the listener closed this process's connection")
-                    return self._send(key, frame, deadline, sent)
+                    return self._send(key, frame, deadline, show)
             except socket.timeout:
                 # Part of the frame may be out: this connection's stream is
                 # spoiled. The listener counts the half frame; reconnect later.
@@ -380,7 +388,7 @@ class Channel:
         key: _wire.StaticKey,
         frame: Callable[[int], bytes],
         deadline: Optional[float],
-        sent: Tuple[logging.LogRecord, Callable[[logging.LogRecord], str]],
+        show: Callable[[logging.LogRecord], str],
     ) -> bool:
         sock = self.sock
         if sock is None:
@@ -398,11 +406,12 @@ class Channel:
         if number is None:
             if len(self.numbers) >= MAX_DEFINITIONS:
                 self.numbers.clear()  # numbers are reused; the listener overwrites
-            defined = len(self.numbers) + 1
-            data = _wire.definition(defined, key) + frame(defined)
+            number = defined = len(self.numbers) + 1
+            record = frame(defined)
+            data = _wire.definition(defined, key) + record
         else:
             defined = 0
-            data = frame(number)
+            data = record = frame(number)
         if deadline is not None:
             # Drop a record before any byte of it is out, while we can:
             # the connection stays usable for the next one.
@@ -419,7 +428,7 @@ class Channel:
             self.numbers[key] = defined
         ledger = self.ledger
         ledger.sent += 1  # type: ignore[union-attr]
-        ledger.records.append((ledger.sent, *sent))  # type: ignore[union-attr]
+        ledger.records.append((ledger.sent, key, number, record, show))  # type: ignore[union-attr]
         self.since_check += 1
         if self.since_check >= CONFIRM_EVERY:
             self.since_check = 0

@@ -212,7 +212,7 @@ class QueueHandler(logging.Handler):
             ch = _channel.channel()
             try:
                 frame = lambda n: _wire.record_frame(n, msg, record)  # noqa: E731
-                if not ch.send(key, frame, self.timeout, record, self.format):
+                if not ch.send(key, frame, self.timeout, self.format):
                     self.dropped += 1
             except _channel.ListenerGone as exc:
                 _channel.warn_once(ch, str(exc), _channel.stderr_write)
