@@ -687,6 +687,49 @@ class TestTopKilled:
         assert err[12:] == ["WARNING:root:after"]
 
 
+class TestKeepsNothingAlive:
+    BODY = (
+        PRELUDE
+        + """
+import gc, weakref
+
+class Thing:
+    pass
+
+def log_them():
+    arg, local = Thing(), Thing()
+    refs = [weakref.ref(arg), weakref.ref(local)]
+    logging.getLogger("w").info("with %s", arg)
+    try:
+        raise ValueError(local)
+    except ValueError:
+        logging.getLogger("w").exception("failed")
+    return refs
+
+def work(q):
+    refs = log_them()
+    gc.collect()
+    q.put([ref() is not None for ref in refs])
+
+if __name__ == "__main__":
+    configure()
+    ctx = multiprocessing.get_context(sys.argv[2])
+    q = ctx.Queue()
+    p = ctx.Process(target=work, args=(q,))
+    p.start()
+    alive = q.get(timeout=30)
+    p.join(30)
+    report(alive=alive)
+"""
+    )
+
+    @START_METHODS
+    def test_arguments_and_tracebacks_are_let_go(self, scenario: Scenario, method: str) -> None:
+        """A sender keeps no record it has sent: its arguments and traceback are freed."""
+        facts = scenario.run(self.BODY, None, args=[method]).facts
+        assert facts["alive"] == [False, False]
+
+
 class TestShutdown:
     BODY = (
         PRELUDE
