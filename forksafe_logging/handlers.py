@@ -85,6 +85,8 @@ class QueueHandler(logging.Handler):
 
     If the listener cannot be reached (the top process died), records are
     written to ``sys.stderr`` instead, after a single warning; nothing waits.
+    So are the records sent before that the listener had not confirmed it
+    handled (see :ref:`how confirmations work <confirmations>`).
 
     Records sent from a child are routed by this handler's :attr:`name`
     (which ``dictConfig`` sets). Give handlers built in code a name if
@@ -92,6 +94,7 @@ class QueueHandler(logging.Handler):
 
     .. versionadded:: 0.2.0
     .. versionchanged:: 0.4.0
+       Records the listener never confirmed go to ``sys.stderr`` should it die.
        ``dictConfig`` raises ``ValueError`` for one that names a handler the
        configuration does not define, names itself or reaches itself through
        other ``QueueHandler`` objects, or, in the process that runs the
