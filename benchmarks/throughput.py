@@ -23,6 +23,11 @@ Caller cost: the time of one ``log.info("user %s did %s in %.3f ms", ...)``
 in a worker, for ``forksafe`` (sending to the listener) against the stdlib
 ``QueueHandler`` putting to an in-process ``queue.Queue``: the bar is 1.5x.
 
+With ``--baseline DIR`` (a checkout of another version of the library,
+e.g. ``git worktree add /tmp/base <commit>``), that version's ``forksafe``
+variant runs too, in the same rounds, reported as ``baseline``, and the
+current one as a ratio of it.
+
 Run ``python benchmarks/throughput.py`` (``make bench``); ``--json PATH``
 keeps the numbers.
 """
@@ -194,15 +199,63 @@ def caller_cost(variant: str, method: str) -> float:
     return cost
 
 
+#: The checkout that the ``baseline`` variant imports the library from.
+_baseline: Optional[str] = None
+
+
 def _one(kind: str, variant: str, method: str, total: int) -> Optional[float]:
     """Run one measurement in a fresh interpreter; None if the variant cannot run here."""
+    env = dict(os.environ)
+    if variant == "baseline":
+        assert _baseline is not None
+        variant = "forksafe"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_baseline, env.get("PYTHONPATH")]))
     cmd = [sys.executable, __file__, "--one", kind, variant, method, str(total)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False, env=env)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["?"])[-1]
         sys.stderr.write("  %s %s/%s failed: %s\n" % (kind, variant, method, last))
         return None
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def _measure(method: str, records: int, rounds: int, results: Dict[str, Any]) -> None:
+    """Throughput and caller cost under one start method, printed and kept in ``results``."""
+    variants = [v for v in THROUGHPUT if not (v == "mplogging" and method != "fork")]
+    if _baseline:
+        variants.append("baseline")
+    times: Dict[str, List[float]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for variant in variants:
+            t = _one("throughput", variant, method, records)
+            if t is not None:
+                times[variant].append(t)
+    rates = {v: records / statistics.median(ts) for v, ts in times.items() if ts}
+    results["throughput_" + method] = rates
+    print("\nthroughput, start method %s (records/s, median of rounds):" % method)
+    for variant, rate in rates.items():
+        print("  %-10s %9.0f" % (variant, rate))
+    if "forksafe" in rates:
+        for base in ("direct", "cookbook", "loguru", "mplogging", "baseline"):
+            if base in rates:
+                print("  forksafe / %-9s %.2fx" % (base, rates["forksafe"] / rates[base]))
+    costs: Dict[str, List[float]] = {"stdlib": [], "forksafe": []}
+    if _baseline:
+        costs["baseline"] = []
+    for _ in range(rounds):
+        for variant, found in costs.items():
+            c = _one("caller", variant, method, 0)
+            if c is not None:
+                found.append(c)
+    medians = {v: statistics.median(c) for v, c in costs.items() if c}
+    results["caller_" + method] = medians
+    print("caller cost of one log.info(...) in a worker, start method %s:" % method)
+    for variant, cost in medians.items():
+        print("  %-10s %6.2f us" % (variant, cost * 1e6))
+    if "forksafe" in medians and "stdlib" in medians:
+        print("  forksafe / stdlib QueueHandler  %.2fx" % (medians["forksafe"] / medians["stdlib"]))
+    if "forksafe" in medians and "baseline" in medians:
+        print("  forksafe / baseline  %.2fx" % (medians["forksafe"] / medians["baseline"]))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -211,6 +264,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--methods", default="fork,spawn")
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--baseline", help="a checkout of another version, run side by side")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -228,6 +282,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(seconds)
         return 0
 
+    global _baseline
+    if args.baseline:
+        _baseline = os.path.abspath(args.baseline)
+        if not os.path.isfile(os.path.join(_baseline, "forksafe_logging", "__init__.py")):
+            parser.error("--baseline: no forksafe_logging package in %s" % _baseline)
     methods = args.methods.split(",")
     print(
         "Python %s, %d records, %d workers, %d rounds"
@@ -236,38 +295,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(_bytecode.compile_package())
     results: Dict[str, Any] = {"python": sys.version.split()[0], "records": args.records}
     for method in methods:
-        variants = [v for v in THROUGHPUT if not (v == "mplogging" and method != "fork")]
-        times: Dict[str, List[float]] = {v: [] for v in variants}
-        for _ in range(args.rounds):
-            for variant in variants:
-                t = _one("throughput", variant, method, args.records)
-                if t is not None:
-                    times[variant].append(t)
-        rates = {v: args.records / statistics.median(ts) for v, ts in times.items() if ts}
-        results["throughput_" + method] = rates
-        print("\nthroughput, start method %s (records/s, median of rounds):" % method)
-        for variant, rate in rates.items():
-            print("  %-10s %9.0f" % (variant, rate))
-        if "forksafe" in rates:
-            for base in ("direct", "cookbook", "loguru", "mplogging"):
-                if base in rates:
-                    print("  forksafe / %-9s %.2fx" % (base, rates["forksafe"] / rates[base]))
-        costs: Dict[str, List[float]] = {"stdlib": [], "forksafe": []}
-        for _ in range(args.rounds):
-            for variant, found in costs.items():
-                c = _one("caller", variant, method, 0)
-                if c is not None:
-                    found.append(c)
-        medians = {v: statistics.median(c) for v, c in costs.items() if c}
-        results["caller_" + method] = medians
-        print("caller cost of one log.info(...) in a worker, start method %s:" % method)
-        for variant, cost in medians.items():
-            print("  %-10s %6.2f us" % (variant, cost * 1e6))
-        if len(medians) == 2:
-            print(
-                "  forksafe / stdlib QueueHandler  %.2fx"
-                % (medians["forksafe"] / medians["stdlib"])
-            )
+        _measure(method, args.records, args.rounds, results)
     print("\ncommand: python benchmarks/throughput.py %s" % " ".join(argv or sys.argv[1:]))
     if args.json:
         with open(args.json, "w") as f:
