@@ -20,8 +20,8 @@ demo: $(VENV)/.ready
 	$(VPY) -m forksafe_logging demo
 
 lint: $(VENV)/.ready
-	$(VENV)/bin/ruff check forksafe_logging tests benchmarks docs scripts
-	$(VENV)/bin/ruff format --check forksafe_logging tests benchmarks docs scripts
+	$(VENV)/bin/ruff check forksafe_logging tests benchmarks docs scripts setup.py
+	$(VENV)/bin/ruff format --check forksafe_logging tests benchmarks docs scripts setup.py
 
 typecheck: $(VENV)/.ready
 	$(VENV)/bin/mypy
@@ -55,6 +55,7 @@ bench: $(VENV)/.ready
 	$(VPY) benchmarks/fork_cost.py
 	$(VPY) benchmarks/throughput.py
 	$(VPY) benchmarks/order_cost.py
+	$(VPY) benchmarks/startup_cost.py
 
 clean:
 	rm -rf $(VENV) .venvs dist build docs/_build *.egg-info .mypy_cache .ruff_cache .pytest_cache

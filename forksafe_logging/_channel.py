@@ -383,6 +383,31 @@ class Channel:
                 self._retire()
                 raise
 
+    def ask_levels(self, timeout: float) -> Optional[Tuple[Dict[str, int], int]]:
+        """The top's logger levels of now, asked of the listener; None if it does not answer.
+
+        Before this process has sent any record: the answer is the only
+        thing on the connection then (the listener's confirmations come
+        after records).
+        """
+        with self.lock:
+            try:
+                sock = self.sock
+                if sock is None:
+                    sock = self.sock = self._connect(timeout)
+                sock.settimeout(timeout)
+                sock.sendall(_wire.HEADER.pack(len(_wire.LEVELS)) + _wire.LEVELS)
+                (size,) = _wire.HEADER.unpack(_recv_exactly(sock, _wire.HEADER.size))
+                levels = _wire.parse_levels(_recv_exactly(sock, size))
+                sock.settimeout(None)
+                return levels
+            except Exception:
+                ledger = self.ledger
+                self._discard()
+                if ledger is not None:
+                    ledger.close()
+                return None
+
     def _send(
         self,
         key: _wire.StaticKey,

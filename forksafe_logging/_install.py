@@ -25,6 +25,7 @@ def install(
     fork_timeout: float = DEFAULT_FORK_TIMEOUT,
     warn_held_locks: bool = False,
     order_wait: float = _server.ORDER_WAIT,
+    subprocesses: bool = False,
 ) -> None:
     """Make the standard ``logging`` module safe across processes.
 
@@ -86,14 +87,28 @@ def install(
             write, each of its records waits for the backlog ahead of it.
             ``0``: never wait; this process's records may then be written
             before records its children logged earlier.
+        subprocesses: With ``child="forward"``: ``True`` makes every Python
+            program started below this one, by any means (:mod:`subprocess`,
+            a reloader, pytest-xdist), join the tree as it starts, before its
+            code logs, with this process's logger levels as they are then
+            (it asks the listener): a start-up
+            hook installed with the package (``forksafe_logging.pth``) acts
+            on the environment variable ``FORKSAFE_LOGGING_SUBPROCESSES=1``,
+            which this sets. Setting that variable for a program that does
+            not call ``install()`` makes it call ``install(subprocesses=True)``
+            as it starts. Programs run with another interpreter, or one
+            without this package, with ``-S`` or ``-I``, and programs that
+            are not Python, are untouched. See "Programs that join as they
+            start" in the docs for what this trusts.
 
     Raises:
         ValueError: ``child`` is not a known mode, ``config`` is given with
-            a mode other than ``"reset"``, or ``fork_timeout`` is negative,
+            a mode other than ``"reset"``, ``subprocesses=True`` with a mode
+            other than ``"forward"``, or ``fork_timeout`` is negative,
             infinite or NaN, or ``order_wait`` is negative, infinite or NaN.
         TypeError: ``config`` is neither a mapping nor a callable,
             ``fork_timeout`` or ``order_wait`` is not a number, or
-            ``warn_held_locks`` not a bool.
+            ``warn_held_locks`` or ``subprocesses`` not a bool.
 
     .. versionadded:: 0.1.0
     .. versionchanged:: 0.2.0
@@ -101,10 +116,17 @@ def install(
     .. versionchanged:: 0.3.0
        ``warn_held_locks`` is new.
     .. versionchanged:: 0.4.0
-       ``order_wait`` is new.
+       ``order_wait`` and ``subprocesses`` are new.
     """
     settings = _validate(child, config, fork_timeout, warn_held_locks)
     wait = _seconds("order_wait", order_wait)
+    if not isinstance(subprocesses, bool):
+        raise TypeError("subprocesses must be True or False; got %r" % (subprocesses,))
+    if subprocesses and child != "forward":
+        raise ValueError(
+            "subprocesses=True makes started programs send their records to this "
+            "process's listener: only with child='forward'; got child=%r" % (child,)
+        )
     # What the hooks may need, imported now: never inside a fork hook, and
     # not at all by programs that do not need it (every module a process
     # has imported makes each of its forks slower).
@@ -130,7 +152,19 @@ def install(
             _forward.prepare_forwarder()
         else:
             _forward.withdraw()
+        _switch_subprocesses(subprocesses)
         _settings.current = settings
+
+
+def _switch_subprocesses(on: bool) -> None:
+    from forksafe_logging import _startup
+
+    if on:
+        _startup.enable()
+        _settings.set_switch = True
+    elif _settings.set_switch:
+        _startup.disable()
+        _settings.set_switch = False
 
 
 def attach() -> None:
@@ -211,6 +245,7 @@ def uninstall() -> None:
         # inherited on its loggers: it keeps it.
         _forward.disarm()
         _forward.withdraw()
+        _switch_subprocesses(False)
         if _settings.undo:
             _forward.restore(_settings.undo)
             del _settings.undo[:]

@@ -655,6 +655,10 @@ class Server:
                 end = pos + 4 + length
                 if end > size:
                     break
+                if length == 1 and buf[pos + 4] == _LEVELS_TAG:
+                    pos = end
+                    self._send_levels(conn)
+                    continue
                 try:
                     decoded = feed(view[pos + 4 : end].tobytes())
                 except _wire.Garbage:
@@ -670,6 +674,17 @@ class Server:
         if pos:
             del buf[:pos]
         return True
+
+    @staticmethod
+    def _send_levels(conn: _Connection) -> None:
+        """Answer a sender that asks for this process's logger levels (see _wire.LEVELS)."""
+        # Here, not at the top: _forward sits above this module.
+        from forksafe_logging import _forward
+
+        try:
+            conn.sock.send(_wire.levels_message(*_forward.levels()))
+        except OSError:
+            pass  # fits: asked before any record, so nothing else is queued
 
     def _dispatch(self, route: str, record: logging.LogRecord) -> None:
         self.stats["records"] += 1
@@ -889,6 +904,9 @@ class Server:
         self._routes.clear()
         self._loggers.clear()
         self._requests = []
+
+
+_LEVELS_TAG = _wire.LEVELS[0]
 
 
 def _made(item: _Item) -> float:

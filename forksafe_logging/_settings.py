@@ -52,6 +52,10 @@ install_lock = threading.Lock()
 #: Whether install() started this process's listener (so uninstall() stops it).
 started_listener = False
 
+#: Whether install(subprocesses=True) set the switch in this process's
+#: environment (so a later install() without it, or uninstall(), clears it).
+set_switch = False
+
 #: What forwarding took from this process's loggers, for uninstall():
 #: ``(logger, handlers, filters)``.
 undo: List[Tuple[Any, List[Any], List[Any]]] = []

@@ -47,6 +47,9 @@ HEADER = struct.Struct(">I")
 #: many of its records it has handled so far. A sender shows on its stderr
 #: the records the listener never confirmed, should the listener die.
 CONFIRM = struct.Struct(">Q")
+#: A frame with only this tag asks the listener for the top's logger levels,
+#: before any record: it answers with :func:`levels_message`.
+LEVELS = b"L"
 #: Frames larger than this are refused as garbage (a 10 MB message fits).
 MAX_FRAME = 256 * 1024 * 1024
 
@@ -419,3 +422,18 @@ class Decoder:
                 "taskName": task,
             },
         )
+
+
+def levels_message(found: Dict[str, int], disable: int) -> bytes:
+    """The listener's answer to :data:`LEVELS`: a length, then ``[{name: level}, disable]``."""
+    payload = json.dumps([found, disable]).encode("utf-8")
+    return HEADER.pack(len(payload)) + payload
+
+
+def parse_levels(payload: bytes) -> Optional[Tuple[Dict[str, int], int]]:
+    """What :func:`levels_message` carried; None if it is not that."""
+    try:
+        found, disable = json.loads(payload.decode("utf-8"))
+        return {str(name): int(level) for name, level in dict(found).items()}, int(disable)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,81 @@
+"""What the start-up hook costs every interpreter start while its switch is off.
+
+``forksafe_logging.pth`` is read by ``site`` in every interpreter that
+starts with the package installed. This builds two throw-away virtual
+environments from the running Python, alike but for that one file, and
+times ``python -c pass`` in each, alternating, so that the machine's noise
+falls on both alike. The switch (``FORKSAFE_LOGGING_SUBPROCESSES``) is
+unset; the package itself is not needed then, as the hook imports nothing.
+
+Run ``python benchmarks/startup_cost.py [--runs N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+HOOK = Path(__file__).resolve().parent.parent / "forksafe_logging.pth"
+
+
+def _venv(where: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    return where / "bin" / "python"
+
+
+def _purelib(python: Path) -> Path:
+    out = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(out.stdout.strip())
+
+
+def _start(python: Path, env: Dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([str(python), "-c", "pass"], check=True, env=env)
+    return time.perf_counter() - started
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=300)
+    args = parser.parse_args(argv)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORKSAFE_LOGGING_")}
+    env.pop("PYTHONPATH", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = _venv(Path(tmp) / "bare")
+        hooked = _venv(Path(tmp) / "hooked")
+        shutil.copy(HOOK, _purelib(hooked) / HOOK.name)
+        times: Dict[str, List[float]] = {"without": [], "with": []}
+        for python in (bare, hooked):  # warm the file cache
+            _start(python, env)
+        for _ in range(args.runs):
+            times["without"].append(_start(bare, env))
+            times["with"].append(_start(hooked, env))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    spread = {k: statistics.quantiles(v, n=4) for k, v in times.items()}
+    print("Python %s, %d starts each, alternating" % (sys.version.split()[0], args.runs))
+    for name in ("without", "with"):
+        q1, _, q3 = spread[name]
+        print(
+            "  %-8s the hook: median %.2f ms (quartiles %.2f-%.2f)"
+            % (name, med[name] * 1e3, q1 * 1e3, q3 * 1e3)
+        )
+    print("  with / without: %.3fx" % (med["with"] / med["without"]))
+    print("\ncommand: python benchmarks/startup_cost.py %s" % " ".join(argv or sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
