@@ -47,9 +47,8 @@ What 3.14 and 3.15 changed that the library meets, and what it does:
   ``Filter``. Nothing here depends on them.
 - 3.15: ``site`` reads ``<name>.start`` files of entry points (PEP 829) and
   deprecates ``import`` lines in ``.pth`` files: they still run, after every
-  path line, through 3.17 (with a warning from 3.18's point of view only),
-  are ignored from 3.18, and are skipped already when a ``.start`` file of
-  the same name exists. The start-up hook of ``install(subprocesses=True)``
+  path line and without a warning, through 3.17; 3.18 ignores them; and they
+  are skipped already when a ``.start`` file of the same name exists. The start-up hook of ``install(subprocesses=True)``
   is such a line (``forksafe_logging.pth``, see ``_startup``): it ships no
   ``.start`` file yet, because an entry point is always imported and
   called, and ``forksafe_logging`` itself is too heavy to import in every
