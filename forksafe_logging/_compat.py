@@ -48,11 +48,12 @@ What 3.14 and 3.15 changed that the library meets, and what it does:
 - 3.15: ``site`` reads ``<name>.start`` files of entry points (PEP 829) and
   deprecates ``import`` lines in ``.pth`` files: they still run, after every
   path line and without a warning, through 3.17; 3.18 ignores them; and they
-  are skipped already when a ``.start`` file of the same name exists. The start-up hook of ``install(subprocesses=True)``
-  is such a line (``forksafe_logging.pth``, see ``_startup``): it ships no
-  ``.start`` file yet, because an entry point is always imported and
-  called, and ``forksafe_logging`` itself is too heavy to import in every
-  interpreter that starts. Before 3.18 it needs a top-level module of its own.
+  are skipped already when a ``.start`` file of the same name exists. The
+  start-up hook of ``install(subprocesses=True)`` is such a line
+  (``forksafe_logging.pth``, see ``_startup``). It ships no ``.start`` file
+  yet: an entry point is always imported and called, and importing
+  ``forksafe_logging`` in every interpreter that starts is too costly.
+  Before 3.18 it needs a top-level module of its own.
 - The rest the library reads is unchanged from 3.13: ``logging._lock`` is a
   ``threading.RLock``, ``logging._at_fork_reinit_lock_weakset`` is a
   ``WeakSet``, ``threading._active`` a dict and ``threading._dangling`` a
