@@ -261,7 +261,7 @@ def after_fork_in_child() -> None:
     else:  # gevent's locks (patched before we were imported), say
         _settings.install_lock = threading.Lock()
         _server.lock = threading.Lock()
-        _server.fd_lock = threading.Lock()
+        _server.fd_lock = threading.RLock()
     _fd_lock_holder = 0
     if _compat.quiet_filters:
         _compat.unquiet_fork_warning(every=True)

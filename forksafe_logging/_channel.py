@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from forksafe_logging import _server, _streams, _wire
+from forksafe_logging import _compat, _server, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -114,7 +114,8 @@ def unpublish() -> None:
 # greenlet that logs would block the whole thread on it for ever. Imported
 # after the patching, all three are gevent's, which agree with each other too.
 _Socket = socket.socket
-_Lock = threading.Lock
+_RLock = threading.RLock
+_get_ident = threading.get_ident
 _poll = select.poll
 
 #: Distinct call sites (logger, level, line, thread...) remembered per connection.
@@ -273,7 +274,12 @@ class Channel:
     """The connection of this process; reopened after a fork."""
 
     def __init__(self) -> None:
-        self.lock = _Lock()
+        #: Re-entrant, so that a hold an exception cut off can be given back
+        #: (see _compat.reclaim); :attr:`inside` keeps a call of this thread
+        #: from writing in the middle of another's frame.
+        self.lock = _RLock()
+        #: The thread whose call is inside :meth:`send`, or 0.
+        self.inside = 0
         self.pid = os.getpid()
         self.sock: Optional[socket.socket] = None
         #: ``sock`` and what it carried unconfirmed.
@@ -340,48 +346,67 @@ class Channel:
         listener die before confirming it. Raises :class:`ListenerGone` when
         the listener cannot be reached.
         """
+        me = _get_ident()
+        if self.inside == me:
+            # A signal handler that logs, run in the middle of this thread's
+            # send: this record cannot go without cutting that one in two.
+            return False  # dropped, and counted
+        _compat.reclaim(self.lock)
         with self.lock:
-            if self.dead:
-                self._show_dead()  # interrupted before it was done
-            if self.gone:
-                raise ListenerGone("the listener is gone")
-            deadline = None if timeout is None else time.monotonic() + timeout
             try:
-                try:
-                    return self._send(key, frame, deadline, show)
-                except (BrokenPipeError, ConnectionResetError):
-                    # The listener closed this connection: it stopped, or
-                    # died, or (alive) dropped a connection it could not
-                    # parse. What it did not confirm goes to stderr; this
-                    # record, of which nothing was read, once more on a new
-                    # connection, which tells whether the listener is there.
-                    self._settle("the listener closed this process's connection")
-                    return self._send(key, frame, deadline, show)
-            except socket.timeout:
-                # Part of the frame may be out: this connection's stream is
-                # spoiled. The listener counts the half frame; reconnect later.
-                self._retire()
-                return False
-            except BlockingIOError:
-                # connect() found the listener's backlog full (EAGAIN): a
-                # busy listener, not a dead one. This record is dropped
-                # (the caller asked not to wait); the next one tries again,
-                # after a pause that doubles each time, up to a second.
-                self._retire()
-                self.retry_at = time.monotonic() + self.backoff
-                self.backoff = min(self.backoff * 2, MAX_BACKOFF)
-                return False
-            except OSError as exc:
-                self._settle("the listener cannot be reached (%s)" % (exc,))
-                self.gone = True
-                raise ListenerGone(str(exc)) from None
-            except BaseException:
-                # An exception from a signal handler (a task's time limit,
-                # SIGALRM, KeyboardInterrupt) may leave part of a frame out:
-                # the next frame would follow it and the listener would read
-                # garbage. A new connection for the next record instead.
-                self._retire()
-                raise
+                self.inside = me
+                return self._send_in_turn(key, frame, timeout, show)
+            finally:
+                self.inside = 0
+
+    def _send_in_turn(
+        self,
+        key: _wire.StaticKey,
+        frame: Callable[[int], bytes],
+        timeout: Optional[float],
+        show: Callable[[logging.LogRecord], str],
+    ) -> bool:
+        if self.dead:
+            self._show_dead()  # interrupted before it was done
+        if self.gone:
+            raise ListenerGone("the listener is gone")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            try:
+                return self._send(key, frame, deadline, show)
+            except (BrokenPipeError, ConnectionResetError):
+                # The listener closed this connection: it stopped, or
+                # died, or (alive) dropped a connection it could not
+                # parse. What it did not confirm goes to stderr; this
+                # record, of which nothing was read, once more on a new
+                # connection, which tells whether the listener is there.
+                self._settle("the listener closed this process's connection")
+                return self._send(key, frame, deadline, show)
+        except socket.timeout:
+            # Part of the frame may be out: this connection's stream is
+            # spoiled. The listener counts the half frame; reconnect later.
+            self._retire()
+            return False
+        except BlockingIOError:
+            # connect() found the listener's backlog full (EAGAIN): a
+            # busy listener, not a dead one. This record is dropped
+            # (the caller asked not to wait); the next one tries again,
+            # after a pause that doubles each time, up to a second.
+            self._retire()
+            self.retry_at = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+            return False
+        except OSError as exc:
+            self._settle("the listener cannot be reached (%s)" % (exc,))
+            self.gone = True
+            raise ListenerGone(str(exc)) from None
+        except BaseException:
+            # An exception from a signal handler (a task's time limit,
+            # SIGALRM, KeyboardInterrupt) may leave part of a frame out:
+            # the next frame would follow it and the listener would read
+            # garbage. A new connection for the next record instead.
+            self._retire()
+            raise
 
     def ask_levels(self, timeout: float) -> Optional[Tuple[Dict[str, int], int]]:
         """The top's logger levels of now, asked of the listener; None if it does not answer.
@@ -390,6 +415,7 @@ class Channel:
         thing on the connection then (the listener's confirmations come
         after records).
         """
+        _compat.reclaim(self.lock)
         with self.lock:
             try:
                 sock = self.sock
@@ -568,6 +594,9 @@ def check_at_exit() -> None:
     ch = _channel
     if ch.pid != os.getpid() or (ch.ledger is None and not ch.retired and not ch.dead):
         return
+    if ch.inside:
+        return  # a call of this process is in the middle of a send
+    _compat.reclaim(ch.lock)
     if not ch.lock.acquire(timeout=SETTLE_WAIT):
         return  # a thread stuck in a send: not this hook's to wait for
     try:

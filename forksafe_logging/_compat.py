@@ -54,6 +54,15 @@ What 3.14 and 3.15 changed that the library meets, and what it does:
   yet: an entry point is always imported and called, and importing
   ``forksafe_logging`` in every interpreter that starts is too costly.
   Before 3.18 it needs a top-level module of its own.
+- 3.14 only: ``with lock:`` lets an exception from a signal handler land
+  between taking the lock and the block that gives it back (the
+  ``__enter__`` call checks for pending signals once it returns), and the
+  lock stays taken: measured, 733 of 400,000 entries under a 50 µs
+  ``setitimer`` leaked on 3.14.10; none on 3.9, 3.12, 3.13 or 3.15.2.
+  (``acquire()`` then ``try:`` leaks on every version.) A sender whose
+  lock leaked that way blocked on it in every later logging call. The
+  locks a sender's own calls take are re-entrant, and :func:`reclaim` gives
+  one back where no call of the thread can be inside.
 - The rest the library reads is unchanged from 3.13: ``logging._lock`` is a
   ``threading.RLock``, ``logging._at_fork_reinit_lock_weakset`` is a
   ``WeakSet``, ``threading._active`` a dict and ``threading._dangling`` a
@@ -80,6 +89,17 @@ import warnings
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Tuple
+
+
+def reclaim(lock: Any) -> None:
+    """Give back a re-entrant lock that this thread holds though none of its calls is inside.
+
+    For a caller that knows it is not inside its own critical section: a
+    hold it finds is one that an exception from a signal handler cut off
+    between the lock's ``__enter__`` and its block (3.14; see above).
+    """
+    if lock._is_owned():
+        lock._release_save()
 
 
 def logging_module_lock() -> Any:

@@ -959,8 +959,10 @@ child_closes: List[int] = []
 #: in between. (A child given the listener's end of a sibling's connection
 #: would keep it open after the sibling's parent died, and the sibling would
 #: never learn that nobody reads it.) Only ever held for a few calls that
-#: do not block.
-fd_lock = threading.Lock()
+#: do not block. Re-entrant: on 3.14 an exception from a signal handler can
+#: leave it taken by the thread it interrupted (see _compat.reclaim), which
+#: must not then wait for itself.
+fd_lock = threading.RLock()
 
 #: How long a fork waits for :data:`fd_lock`; past it, it goes ahead.
 FD_LOCK_TIMEOUT = 1.0

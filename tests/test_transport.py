@@ -431,6 +431,70 @@ if __name__ == "__main__":
         assert facts["truncated"] == 1
 
 
+class TestSignalBarrage:
+    BODY = (
+        PRELUDE
+        + """
+class Interrupted(BaseException):
+    pass
+
+armed = [False]
+
+def on_alarm(signum, frame):
+    if armed[0]:
+        armed[0] = False
+        raise Interrupted()
+
+def work(q):
+    signal.signal(signal.SIGALRM, on_alarm)
+    log = logging.getLogger("barrage")
+    returned = interrupted = 0
+    # Exceptions land anywhere in the logging calls, taking and giving back
+    # the channel's lock included (3.14 lets one fall in between).
+    signal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)
+    for i in range(20000):
+        try:
+            armed[0] = True
+            log.info("b %d", i)
+            armed[0] = False
+            returned += 1
+        except Interrupted:
+            interrupted += 1
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    armed[0] = False
+    log.info("the last one")  # blocks for ever if a hold was left behind...
+    import threading
+    other = threading.Thread(target=log.info, args=("from another thread",))
+    other.start()  # ...and so does this one, if that call did not give it back
+    other.join(20)
+    q.put([returned, interrupted, other.is_alive()])
+
+if __name__ == "__main__":
+    configure()
+    ctx = multiprocessing.get_context(sys.argv[2])
+    q = ctx.Queue()
+    p = ctx.Process(target=work, args=(q,))
+    p.start()
+    returned, interrupted, blocked = q.get(timeout=100)
+    p.join(30)
+    forksafe_logging.flush(10)
+    found = lines()
+    last = sum(1 for line in found if line.endswith("|the last one"))
+    other = sum(1 for line in found if line.endswith("|from another thread"))
+    report(returned=returned, interrupted=interrupted, last=last, other=other, blocked=blocked)
+"""
+    )
+
+    @START_METHODS
+    def test_no_lock_left_taken(self, scenario: Scenario, method: str) -> None:
+        """Exceptions raised from a signal handler at any point never leave a sender blocked."""
+        facts = scenario.run(self.BODY, None, args=[method], timeout=110).facts
+        assert facts["interrupted"] > 100  # the barrage did land in logging calls
+        assert facts["last"] == 1
+        assert facts["blocked"] is False
+        assert facts["other"] == 1
+
+
 class TestListenerGone:
     BODY = """
         import json, logging, os, select, signal, sys
