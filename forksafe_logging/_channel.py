@@ -24,7 +24,7 @@ from forksafe_logging import _compat, _server, _streams, _wire
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     import logging
-    from typing import Callable, Deque, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
     #: ``(top pid, key, socket path)``: how a process reaches a listener.
     Endpoint = Tuple[int, bytes, str]
@@ -115,7 +115,6 @@ def unpublish() -> None:
 # after the patching, all three are gevent's, which agree with each other too.
 _Socket = socket.socket
 _RLock = threading.RLock
-_get_ident = threading.get_ident
 _poll = select.poll
 
 #: Distinct call sites (logger, level, line, thread...) remembered per connection.
@@ -275,11 +274,8 @@ class Channel:
 
     def __init__(self) -> None:
         #: Re-entrant, so that a hold an exception cut off can be given back
-        #: (see _compat.reclaim); :attr:`inside` keeps a call of this thread
-        #: from writing in the middle of another's frame.
+        #: (see :meth:`_reentered`).
         self.lock = _RLock()
-        #: The thread whose call is inside :meth:`send`, or 0.
-        self.inside = 0
         self.pid = os.getpid()
         self.sock: Optional[socket.socket] = None
         #: ``sock`` and what it carried unconfirmed.
@@ -346,18 +342,35 @@ class Channel:
         listener die before confirming it. Raises :class:`ListenerGone` when
         the listener cannot be reached.
         """
-        me = _get_ident()
-        if self.inside == me:
+        if self._reentered():
             # A signal handler that logs, run in the middle of this thread's
             # send: this record cannot go without cutting that one in two.
             return False  # dropped, and counted
-        _compat.reclaim(self.lock)
         with self.lock:
-            try:
-                self.inside = me
-                return self._send_in_turn(key, frame, timeout, show)
-            finally:
-                self.inside = 0
+            return self._send_in_turn(key, frame, timeout, show)
+
+    def _reentered(self) -> bool:
+        """Whether a call that holds the lock is suspended below the caller, in this thread.
+
+        If not, and this thread holds the lock all the same, an exception
+        from a signal handler cut a call off between taking the lock and the
+        block that gives it back (3.14, see _compat.reclaim): given back.
+        Looked at only when this thread holds the lock, which is rare: no
+        marker set inside the block would do, as an exception can land
+        before it is set or before it is cleared.
+        """
+        if not self.lock._is_owned():  # type: ignore[attr-defined]
+            return False
+        try:
+            frame: Any = sys._getframe(2)  # the caller's caller: not the caller itself
+        except ValueError:  # called from C with nothing below
+            frame = None
+        while frame is not None:
+            if frame.f_code in _HOLDING_CODES:
+                return True
+            frame = frame.f_back
+        _compat.reclaim(self.lock)
+        return False
 
     def _send_in_turn(
         self,
@@ -415,7 +428,8 @@ class Channel:
         thing on the connection then (the listener's confirmations come
         after records).
         """
-        _compat.reclaim(self.lock)
+        if self._reentered():
+            return None
         with self.lock:
             try:
                 sock = self.sock
@@ -554,6 +568,10 @@ class Channel:
             self.retired.pop(0).close()
 
 
+#: The calls that hold a channel's lock: one of them below a call that finds
+#: the lock taken by its own thread means that call re-entered it.
+_HOLDING_CODES = (Channel.send.__code__, Channel.ask_levels.__code__)
+
 _channel = Channel()
 
 
@@ -594,9 +612,8 @@ def check_at_exit() -> None:
     ch = _channel
     if ch.pid != os.getpid() or (ch.ledger is None and not ch.retired and not ch.dead):
         return
-    if ch.inside:
-        return  # a call of this process is in the middle of a send
-    _compat.reclaim(ch.lock)
+    if ch._reentered():
+        return  # a call of this thread is in the middle of a send
     if not ch.lock.acquire(timeout=SETTLE_WAIT):
         return  # a thread stuck in a send: not this hook's to wait for
     try:
