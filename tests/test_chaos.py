@@ -114,11 +114,14 @@ for c in range(WORKERS // 2):
     if os.fork() == 0:
         os.close(pids_r)
         os.close(gone_r)
+        # sys.exit(), not os._exit(): a worker that outlived the top shows at
+        # its exit what the top never confirmed (its atexit hook), whether or
+        # not it logged again after the top died.
         if os.fork() == 0:
             worker(2 * c + 1, pids_w)
-            os._exit(0)
+            sys.exit(0)
         worker(2 * c, pids_w)
-        os._exit(0)
+        sys.exit(0)
 os.close(pids_w)
 os.close(gone_w)
 pids = {}
