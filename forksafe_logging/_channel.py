@@ -347,7 +347,47 @@ class Channel:
             # send: this record cannot go without cutting that one in two.
             return False  # dropped, and counted
         with self.lock:
-            return self._send_in_turn(key, frame, timeout, show)
+            if self.dead:
+                self._show_dead()  # interrupted before it was done
+            if self.gone:
+                raise ListenerGone("the listener is gone")
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                try:
+                    return self._send(key, frame, deadline, show)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The listener closed this connection: it stopped, or
+                    # died, or (alive) dropped a connection it could not
+                    # parse. What it did not confirm goes to stderr; this
+                    # record, of which nothing was read, once more on a new
+                    # connection, which tells whether the listener is there.
+                    self._settle("the listener closed this process's connection")
+                    return self._send(key, frame, deadline, show)
+            except socket.timeout:
+                # Part of the frame may be out: this connection's stream is
+                # spoiled. The listener counts the half frame; reconnect later.
+                self._retire()
+                return False
+            except BlockingIOError:
+                # connect() found the listener's backlog full (EAGAIN): a
+                # busy listener, not a dead one. This record is dropped
+                # (the caller asked not to wait); the next one tries again,
+                # after a pause that doubles each time, up to a second.
+                self._retire()
+                self.retry_at = time.monotonic() + self.backoff
+                self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+                return False
+            except OSError as exc:
+                self._settle("the listener cannot be reached (%s)" % (exc,))
+                self.gone = True
+                raise ListenerGone(str(exc)) from None
+            except BaseException:
+                # An exception from a signal handler (a task's time limit,
+                # SIGALRM, KeyboardInterrupt) may leave part of a frame out:
+                # the next frame would follow it and the listener would read
+                # garbage. A new connection for the next record instead.
+                self._retire()
+                raise
 
     def _reentered(self) -> bool:
         """Whether a call that holds the lock is suspended below the caller, in this thread.
@@ -371,55 +411,6 @@ class Channel:
             frame = frame.f_back
         _compat.reclaim(self.lock)
         return False
-
-    def _send_in_turn(
-        self,
-        key: _wire.StaticKey,
-        frame: Callable[[int], bytes],
-        timeout: Optional[float],
-        show: Callable[[logging.LogRecord], str],
-    ) -> bool:
-        if self.dead:
-            self._show_dead()  # interrupted before it was done
-        if self.gone:
-            raise ListenerGone("the listener is gone")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            try:
-                return self._send(key, frame, deadline, show)
-            except (BrokenPipeError, ConnectionResetError):
-                # The listener closed this connection: it stopped, or
-                # died, or (alive) dropped a connection it could not
-                # parse. What it did not confirm goes to stderr; this
-                # record, of which nothing was read, once more on a new
-                # connection, which tells whether the listener is there.
-                self._settle("the listener closed this process's connection")
-                return self._send(key, frame, deadline, show)
-        except socket.timeout:
-            # Part of the frame may be out: this connection's stream is
-            # spoiled. The listener counts the half frame; reconnect later.
-            self._retire()
-            return False
-        except BlockingIOError:
-            # connect() found the listener's backlog full (EAGAIN): a
-            # busy listener, not a dead one. This record is dropped
-            # (the caller asked not to wait); the next one tries again,
-            # after a pause that doubles each time, up to a second.
-            self._retire()
-            self.retry_at = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
-            return False
-        except OSError as exc:
-            self._settle("the listener cannot be reached (%s)" % (exc,))
-            self.gone = True
-            raise ListenerGone(str(exc)) from None
-        except BaseException:
-            # An exception from a signal handler (a task's time limit,
-            # SIGALRM, KeyboardInterrupt) may leave part of a frame out:
-            # the next frame would follow it and the listener would read
-            # garbage. A new connection for the next record instead.
-            self._retire()
-            raise
 
     def ask_levels(self, timeout: float) -> Optional[Tuple[Dict[str, int], int]]:
         """The top's logger levels of now, asked of the listener; None if it does not answer.
