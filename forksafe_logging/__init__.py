@@ -32,7 +32,7 @@ __all__ = [
     "uninstall",
 ]
 
-__version__ = "0.3.0"
+__version__ = "0.4.0.dev0"
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,7 @@ import sys
 import sysconfig
 import textwrap
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Set, Tuple
 
 from forksafe_logging import (
     _compat,
@@ -43,6 +43,9 @@ KINDS = (
     "thread",
 )
 
+#: The kinds that are threads: with one of them, no hazard is latent.
+_THREAD_KINDS = ("listener-thread", "thread")
+
 
 @dataclasses.dataclass(frozen=True)
 class Hazard:
@@ -65,6 +68,13 @@ class Hazard:
             when it does nothing.
         covered: Whether ``install()``, in that mode, makes a forked child
             safe from it.
+        needs_thread: Whether it strikes only if another thread is using
+            the object at the fork (a lock held, a write blocked). With no
+            other thread running when looked at, it is
+            :attr:`~Diagnosis.latent`.
+
+    .. versionchanged:: 0.4.0
+       ``needs_thread`` is new.
     """
 
     kind: str
@@ -72,6 +82,7 @@ class Hazard:
     detail: str
     remedy: str
     covered: bool
+    needs_thread: bool = False
 
     def to_dict(self) -> Dict[str, Any]:
         """The fields, as a dictionary ready for :func:`json.dumps`."""
@@ -123,22 +134,97 @@ class Diagnosis:
         return tuple(h for h in self.hazards if not h.covered)
 
     @property
+    def latent(self) -> Tuple[Hazard, ...]:
+        """The hazards that cannot strike at this moment: no other thread runs.
+
+        Each needs another thread inside the object at the fork
+        (:attr:`Hazard.needs_thread`); with only the thread that would fork
+        running, a fork now copies them safely. They become hazards as soon as
+        the program forks while another thread logs.
+
+        .. versionadded:: 0.4.0
+        """
+        if any(h.kind in _THREAD_KINDS for h in self.hazards):
+            return ()
+        return tuple(h for h in self.hazards if h.needs_thread)
+
+    @property
     def summary(self) -> str:
         """One line: how many hazards, how many ``install()`` covers, which it does not."""
-        count = len(self.hazards)
-        if not count:
+        if not self.hazards:
             return "No fork hazards found."
+        latent = self.latent
+        present = tuple(h for h in self.hazards if not h.needs_thread or not latent)
+        if not present:
+            count = len(latent)
+            return (
+                "No fork hazard at this moment: no other thread runs. %s listed would be "
+                "one%s if another thread used logging during a fork (%s)."
+                % (
+                    "The one" if count == 1 else "The %d" % count,
+                    "" if count == 1 else " each",
+                    self._count(latent).split("; ", 1)[1],
+                )
+            )
+        text = self._count(present)
+        if latent:
+            text += "; %d more only if another thread used logging during a fork" % len(latent)
+        return text + "."
+
+    def _count(self, hazards: Tuple[Hazard, ...]) -> str:
+        count = len(hazards)
         found = "%d fork hazard%s" % (count, "" if count == 1 else "s")
         mode = 'install(child="%s")' % self.mode
-        uncovered = self.uncovered
+        uncovered = [h for h in hazards if not h.covered]
         if not uncovered:
-            return "%s; %s covers %s." % (found, mode, "it" if count == 1 else "all of them")
-        return "%s; %s covers %d, not: %s." % (
+            return "%s; %s covers %s" % (found, mode, "it" if count == 1 else "all of them")
+        return "%s; %s covers %d, not: %s" % (
             found,
             mode,
             count - len(uncovered),
             ", ".join(sorted({h.kind for h in uncovered}, key=KINDS.index)),
         )
+
+    def advice(self, fork_at: Optional[str] = None) -> str:
+        """What to do, in a few lines: the lines to add, and where.
+
+        ``fork_at`` names the program's first fork (``"app.py, line 12"``),
+        if known: ``install()`` goes before it.
+
+        .. versionadded:: 0.4.0
+        """
+        uncovered = self.uncovered
+        lost = self.start_method != "fork" and self.mode == "forward"
+        if self.installed:
+            if not uncovered:
+                return "What to do: nothing; install() is active and covers what is listed."
+            return (
+                "What to do: install() is active; see the entries marked "
+                '"Not covered by install()" above.'
+            )
+        if not self.hazards and not lost:
+            return "What to do: nothing for now; no fork would copy anything unsafely."
+        where = (
+            "before %s (the first fork)" % fork_at if fork_at else "before the program's first fork"
+        )
+        call = "forksafe_logging.install()"
+        if self.mode != "forward":
+            call = 'forksafe_logging.install(child="%s")' % self.mode
+        why = []
+        if len(self.latent) < len(self.hazards):
+            why.append("to cover the hazards above")
+        elif self.hazards:
+            why.append("so that a fork stays safe once other threads log")
+        if lost:
+            why.append(
+                "so that what children started with %s log reaches these handlers"
+                % self.start_method
+            )
+        text = fill("What to do: add these two lines %s, %s:" % (where, " and ".join(why)))
+        text += "\n\n    import forksafe_logging\n    %s" % call
+        if uncovered:
+            text += '\n\nThen see the entries marked "Not covered by install()" above.'
+        return text
 
     def to_dict(self) -> Dict[str, Any]:
         """Everything, as a dictionary ready for :func:`json.dumps`."""
@@ -147,6 +233,10 @@ class Diagnosis:
         return found
 
     def __str__(self) -> str:
+        return self.report()
+
+    def report(self, fork_at: Optional[str] = None) -> str:
+        """The report, ending with :meth:`advice` (given ``fork_at``)."""
         lines = ["Fork hazards in process %d (Python %s)" % (self.pid, self.python)]
         options = 'child="%s", fork_timeout=%s' % (self.mode, self.fork_timeout)
         if self.installed:
@@ -173,14 +263,39 @@ class Diagnosis:
                     )
                 )
             )
-        for number, hazard in enumerate(self.hazards, 1):
+        elif self.start_method != "fork" and not self.installed:
+            lines.append(
+                fill(
+                    'multiprocessing starts its children with "%s" here%s: they are not '
+                    "forked from this process, and what they log does not reach its handlers "
+                    "unless they configure logging themselves; install() sends it there."
+                    % (
+                        self.start_method,
+                        " (this Python's default)" if self.start_method_is_default else "",
+                    )
+                )
+            )
+        latent = self.latent
+        latent_ids = {id(h) for h in latent}
+        ordered = [h for h in self.hazards if id(h) not in latent_ids] + list(latent)
+        for number, hazard in enumerate(ordered, 1):
             lines.append("")
+            if latent and hazard is latent[0]:
+                lines.append(
+                    fill(
+                        "Only if another thread used logging during a fork (none runs "
+                        "now, so a fork at this moment copies these safely):"
+                    )
+                )
+                lines.append("")
             lines.append(fill("%d. [%s] %s" % (number, hazard.kind, hazard.where), "   "))
             lines.append(fill("At a fork: " + hazard.detail, "   ", "   "))
             label = "install()" if hazard.covered else "Not covered by install()"
             lines.append(fill("%s: %s" % (label, hazard.remedy), "   ", "   "))
         lines.append("")
-        lines.append(self.summary)
+        lines.append(fill(self.summary))
+        lines.append("")
+        lines.append(self.advice(fork_at))
         return "\n".join(lines)
 
 
@@ -196,7 +311,7 @@ def fill(text: str, indent: str = "", first: str = "") -> str:
     )
 
 
-def diagnose(child: Optional[str] = None) -> Diagnosis:
+def diagnose(child: Optional[Literal["forward", "inherit", "reset"]] = None) -> Diagnosis:
     """List what a fork of this process would copy unsafely, were it not for the library.
 
     It looks at the logging configuration as it is now, the way the fork
@@ -430,7 +545,7 @@ class _Look:
                 "%s; the child re-initializes the mutex and the conditions%s."
                 % (self.before_fork(), dropped)
             )
-            return [Hazard("queue", where, detail, remedy, True)]
+            return [Hazard("queue", where, detail, remedy, True, needs_thread=True)]
         if isinstance(q, queue.SimpleQueue):
             detail = (
                 "it has no lock of Python's to inherit, but %s"
@@ -440,7 +555,8 @@ class _Look:
                 inherit = "If its listener starts again in the child, the copies are dropped first."
             else:
                 inherit = "No thread reads the copies in the child; nothing to do."
-            return [Hazard("queue", where, detail, self.remedy(inherit), True)]
+            # Copies matter only to a listener's thread, started again in the child.
+            return [Hazard("queue", where, detail, self.remedy(inherit), True, needs_thread=True)]
         if not _reach.is_process_queue(q):
             detail = (
                 "a queue of a class that logging and install() do not know: its locks, "
@@ -509,9 +625,9 @@ class _Look:
                 "it has no _at_fork_reinit(), so the child cannot re-initialize it. "
                 "The parent still takes it before the fork when it can."
             )
-            return Hazard("handler-lock", where, detail, remedy, False)
+            return Hazard("handler-lock", where, detail, remedy, False, needs_thread=True)
         remedy = self.remedy("%s; the child re-initializes it." % self.before_fork())
-        return Hazard("handler-lock", where, detail, remedy, True)
+        return Hazard("handler-lock", where, detail, remedy, True, needs_thread=True)
 
     def of_stream(self, handler: logging.Handler) -> List[Hazard]:
         stream = getattr(handler, "stream", None)
@@ -538,7 +654,11 @@ class _Look:
             "touches the old one."
             % (self.fork_timeout, "" if known else ", and flushes the stream")
         )
-        return [Hazard("stream", self.handler_where(handler), detail, self.remedy(inherit), True)]
+        # A handler of unknown class may leave bytes in the buffer with no thread at all.
+        hazard = Hazard(
+            "stream", self.handler_where(handler), detail, self.remedy(inherit), True, known
+        )
+        return [hazard]
 
     def of_buffer(self, handler: Any) -> Hazard:
         count = len(getattr(handler, "buffer", ()))
@@ -583,7 +703,7 @@ class _Look:
                 "first line to that file then blocks.)" % self.before_fork()
             )
             where = "structlog's write lock for %s" % getattr(stream, "name", type(stream).__name__)
-            found.append(Hazard("structlog-lock", where, detail, remedy, True))
+            found.append(Hazard("structlog-lock", where, detail, remedy, True, needs_thread=True))
         return found
 
     def of_threads(

@@ -211,9 +211,12 @@ class _Doctor:
         multiprocessing.process.BaseProcess.start = start  # type: ignore[method-assign,assignment]
 
     def _at_fork(self, call: str) -> NoReturn:
+        frame = _doctor.outside_stdlib(sys._getframe(1), also=(__file__,))
+        caller = _doctor.position(frame) if frame is not None else "the standard library"
         self._report(
-            "Stopped %s at its first fork: %s, called by %s." % (self.target.name, call, _caller()),
+            "Stopped %s at its first fork: %s, called by %s." % (self.target.name, call, caller),
             threading.current_thread(),
+            _line_of(frame) if frame is not None else None,
         )
 
     def _watch(self) -> None:
@@ -224,15 +227,18 @@ class _Doctor:
                 threading.main_thread(),
             )
 
-    def _report(self, moment: str, forking: threading.Thread) -> NoReturn:
+    def _report(
+        self, moment: str, forking: threading.Thread, fork_at: Optional[str] = None
+    ) -> NoReturn:
         with self.reporting:
             self.done.set()
             diagnosis = _doctor.examine(self.mode, forking, ignore=[self.watchdog.ident or 0])
             if self.as_json:
                 found: Dict[str, Any] = {"moment": moment, **diagnosis.to_dict()}
+                found["advice"] = diagnosis.advice(fork_at)
                 text = json.dumps(found, indent=2)
             else:
-                text = "%s\n\n%s" % (_doctor.fill(moment), diagnosis)
+                text = "%s\n\n%s" % (_doctor.fill(moment), diagnosis.report(fork_at))
             self._exit(REPORTED, text + "\n")
 
     def _fail(self, message: str) -> NoReturn:
@@ -256,7 +262,10 @@ class _Doctor:
         os._exit(status)
 
 
-def _caller() -> str:
-    """Where the target asked for the fork: the innermost frame of neither us nor the stdlib."""
-    frame = _doctor.outside_stdlib(sys._getframe(1), also=(__file__,))
-    return _doctor.position(frame) if frame is not None else "the standard library"
+def _line_of(frame: Any) -> str:
+    """``path, line N`` of a frame: the path as the user would type it from here."""
+    path = frame.f_code.co_filename
+    if not path.startswith("<"):
+        relative = os.path.relpath(path)
+        path = path if relative.startswith(os.pardir) else relative
+    return "%s, line %d" % (path, frame.f_lineno)

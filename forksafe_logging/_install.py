@@ -10,7 +10,7 @@ from forksafe_logging import _atfork, _forward, _server, _settings
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Optional, Tuple
+    from typing import Literal, Optional, Tuple
 
     from forksafe_logging._settings import ChildConfig
 
@@ -20,7 +20,7 @@ DEFAULT_FORK_TIMEOUT = 0.1
 
 def install(
     *,
-    child: str = "forward",
+    child: Literal["forward", "inherit", "reset"] = "forward",
     config: Optional[ChildConfig] = None,
     fork_timeout: float = DEFAULT_FORK_TIMEOUT,
     warn_held_locks: bool = False,

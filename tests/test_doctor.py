@@ -478,10 +478,16 @@ class TestStartMethod:
         assert named is (facts["picked"] != "fork")
 
     def test_silent_where_it_does_not_matter(self, scenario: Scenario) -> None:
-        """Forward mode covers every start method, and fork children get the hooks: no line."""
-        for method, mode in (("forkserver", "forward"), ("fork", "inherit")):
-            facts = scenario.run(START_METHOD, args=[method, mode]).facts
-            assert "multiprocessing starts its children" not in facts["text"]
+        """Fork children get the hooks: no line."""
+        facts = scenario.run(START_METHOD, args=["fork", "inherit"]).facts
+        assert "multiprocessing starts its children" not in facts["text"]
+
+    def test_forward_not_installed_says_children_lose_records(self, scenario: Scenario) -> None:
+        """Forward mode would cover a forkserver child, but install() is not active yet."""
+        facts = scenario.run(START_METHOD, args=["forkserver", "forward"]).facts
+        text = " ".join(facts["text"].split())
+        assert "what they log does not reach its handlers unless they configure logging" in text
+        assert "install() sends it there" in text
 
 
 # -- the run-time warning ------------------------------------------------------
@@ -663,6 +669,72 @@ class TestCommand:
         [spam] = [h for h in report["hazards"] if h["kind"] == "thread"]
         assert "_spam()" in spam["detail"]
         assert report["summary"].endswith('install(child="forward") covers 3, not: thread.')
+
+    def test_no_alarm_without_another_thread(self, tmp_path: Path) -> None:
+        """A bare basicConfig() and one thread: nothing a fork now copies unsafely.
+
+        The stream's hazard needs a thread writing at the fork: it is listed
+        apart, as latent, and the advice names the line of the first fork.
+        """
+        script = "import logging, os\nlogging.basicConfig()\nos.fork()\n"
+        (tmp_path / "app.py").write_text(script)
+        proc = doctor(tmp_path, "--script", "app.py")
+        assert proc.returncode == 0, proc.stderr
+        assert "No fork hazard at this moment: no other thread runs." in proc.stdout
+        assert "fork hazard;" not in proc.stdout
+        assert "fork hazards;" not in proc.stdout
+        assert "Only if another thread used logging during a fork" in proc.stdout
+        fork_line = script.splitlines().index("os.fork()") + 1
+        assert "add these two lines before app.py, line %d (the first fork)" % fork_line in (
+            proc.stdout.replace("\n", " ")
+        )
+        assert proc.stdout.rstrip().endswith(
+            "import forksafe_logging\n    forksafe_logging.install()"
+        )
+        report = json.loads(doctor(tmp_path, "--json", "--script", "app.py").stdout)
+        [stream] = report["hazards"]
+        assert stream["needs_thread"] is True
+        assert "forksafe_logging.install()" in report["advice"]
+
+    def test_thread_makes_the_same_stream_a_hazard(self, tmp_path: Path) -> None:
+        """The same configuration with another thread running: the stream is a hazard now."""
+        (tmp_path / "app.py").write_text(
+            "import logging, os, threading\nlogging.basicConfig()\n"
+            "threading.Thread(target=threading.Event().wait, daemon=True).start()\nos.fork()\n"
+        )
+        report = json.loads(doctor(tmp_path, "--json", "--script", "app.py").stdout)
+        assert [h["kind"] for h in report["hazards"]] == ["stream", "thread"]
+        assert (
+            report["summary"] == '2 fork hazards; install(child="forward") covers 1, not: thread.'
+        )
+        assert "to cover the hazards above" in " ".join(report["advice"].split())
+
+    def test_advice_once_installed(self, tmp_path: Path) -> None:
+        """With install() active and everything covered, nothing to do."""
+        (tmp_path / "app.py").write_text(
+            "import logging, os, forksafe_logging\nlogging.basicConfig()\n"
+            "forksafe_logging.install()\nos.fork()\n"
+        )
+        proc = doctor(tmp_path, "--script", "app.py")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.rstrip().endswith(
+            "What to do: nothing; install() is active and covers what is listed."
+        )
+
+    def test_children_not_forked_need_install(self, tmp_path: Path) -> None:
+        """No hazard at all, but spawn children: their records would not reach the handlers."""
+        (tmp_path / "app.py").write_text(
+            "import logging, multiprocessing\n"
+            "if __name__ == '__main__':\n"
+            "    multiprocessing.set_start_method('spawn')\n"
+            "    logging.getLogger().addHandler(logging.NullHandler())\n"
+            "    multiprocessing.Process(target=print).start()\n"
+        )
+        report = json.loads(doctor(tmp_path, "--json", "--script", "app.py").stdout)
+        assert report["hazards"] == []
+        assert report["summary"] == "No fork hazards found."
+        assert "before app.py, line 5 (the first fork)" in report["advice"]
+        assert "children started with spawn" in report["advice"]
 
     def test_never_forks(self, tmp_path: Path) -> None:
         """A script that neither forks nor ends is reported on at the timeout."""
