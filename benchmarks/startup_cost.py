@@ -57,13 +57,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         bare = _venv(Path(tmp) / "bare")
         hooked = _venv(Path(tmp) / "hooked")
         shutil.copy(HOOK, _purelib(hooked) / HOOK.name)
-        times: Dict[str, List[float]] = {"without": [], "with": []}
-        for python in (bare, hooked):  # warm the file cache
+        # The floor of any start-up hook that site runs: a .pth file whose one
+        # line is executed (site compiles and runs each "import" line).
+        floor = _venv(Path(tmp) / "floor")
+        (_purelib(floor) / "floor.pth").write_text("import os\n")
+        pythons = {"without": bare, "one line": floor, "with": hooked}
+        times: Dict[str, List[float]] = {name: [] for name in pythons}
+        for python in pythons.values():  # warm the file cache
             _start(python, env)
         for n in range(args.runs):
-            # ABBA: neither goes first every time.
-            pairs = [("without", bare), ("with", hooked)]
-            for name, python in pairs if n % 2 else pairs[::-1]:
+            # Each order and its reverse in turn: none goes first every time.
+            order = list(pythons.items())
+            for name, python in order if n % 2 else order[::-1]:
                 times[name].append(_start(python, env))
         # What site does with the file, timed inside one interpreter: the
         # part of the difference that is the hook's, without the noise of a start.
@@ -82,13 +87,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     spread = {k: statistics.quantiles(v, n=4) for k, v in times.items()}
     print("Python %s, %d starts each, alternating" % (sys.version.split()[0], args.runs))
-    for name in ("without", "with"):
+    labels = {
+        "without": "without the hook",
+        "one line": "a .pth of one line, 'import os'",
+        "with": "with the hook",
+    }
+    for name, label in labels.items():
         q1, _, q3 = spread[name]
         print(
-            "  %-8s the hook: median %.2f ms (quartiles %.2f-%.2f)"
-            % (name, med[name] * 1e3, q1 * 1e3, q3 * 1e3)
+            "  %-32s median %.2f ms (quartiles %.2f-%.2f)"
+            % (label, med[name] * 1e3, q1 * 1e3, q3 * 1e3)
         )
     print("  with / without: %.3fx" % (med["with"] / med["without"]))
+    print(
+        "  one line / without: %.3fx (any hook that site runs)" % (med["one line"] / med["without"])
+    )
     print(
         "  site reading the hook's file, switch off: %.1f us (%.2f%% of a start)"
         % (per_file * 1e6, 100 * per_file / med["without"])
