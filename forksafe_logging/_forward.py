@@ -189,6 +189,29 @@ def disarm() -> None:
                 _disarm(switch)
 
 
+def give_back_handler_list() -> None:
+    """Give logging back the list of handlers this forked child inherited (for ``uninstall()``).
+
+    The fork hook gave the child a new, empty ``logging._handlerList`` so that
+    ``shutdown()`` at exit never touched the parent's handlers. Switched off,
+    the child is as without the library: at exit it flushes and closes what
+    it inherited, then (first) what it made since the fork.
+    """
+    switch = _switch
+    inherited = switch.inherited_handlers
+    if inherited is None:
+        return
+    switch.inherited_handlers = None
+    with logging._lock:  # type: ignore[attr-defined]
+        current = logging._handlerList  # type: ignore[attr-defined]
+        if current is inherited:
+            return
+        inherited.extend(current)
+        logging._handlerList = inherited  # type: ignore[attr-defined]
+        if logging.shutdown.__defaults__ == (current,):
+            logging.shutdown.__defaults__ = (inherited,)
+
+
 def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     """Forward, leaving the inherited handlers untouched forever.
 

@@ -6,7 +6,7 @@ import logging
 import math
 from collections.abc import Mapping
 
-from forksafe_logging import _atfork, _forward, _server, _settings
+from forksafe_logging import _atfork, _compat, _forward, _server, _settings
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -249,6 +249,10 @@ def uninstall() -> None:
         if _settings.undo:
             _forward.restore(_settings.undo)
             del _settings.undo[:]
+        _forward.give_back_handler_list()
+        # On 3.13 the filter of the last fork stays until the next one's
+        # before hook, which does nothing once switched off.
+        _compat.unquiet_fork_warning(every=True)
         if was is not None and _settings.started_listener and _server.current() is not None:
             from forksafe_logging import _channel
 

@@ -133,3 +133,76 @@ class TestMisuse:
         with pytest.raises(ValueError, match="child must be one of"):
             forksafe_logging.install(child="nope")
         assert forksafe_logging.is_installed()
+
+
+UNINSTALL_IN_CHILD = """
+    import logging, logging.handlers, os, sys
+    from scenario_lib import report
+    import forksafe_logging
+
+    first_use = sys.argv[2]
+    target = logging.FileHandler("out.log")
+    target.setFormatter(logging.Formatter("%(process)d %(message)s"))
+    logging.getLogger().addHandler(
+        logging.handlers.MemoryHandler(100, flushLevel=logging.CRITICAL, target=target)
+    )
+    logging.getLogger().setLevel(logging.INFO)
+    if first_use != "without":
+        forksafe_logging.install()
+    pid = os.fork()
+    if pid == 0:
+        if first_use == "logged":
+            logging.info("before uninstall")  # forwarded: the child is rewired
+        forksafe_logging.uninstall()
+        for n in range(3):
+            logging.info("child %d", n)  # buffered in the child's MemoryHandler
+        sys.exit(0)  # a normal exit: logging.shutdown() flushes what it knows
+    _, status = os.waitpid(pid, 0)
+    forksafe_logging.flush()
+    report(child=pid, status=status)
+"""
+
+
+class TestUninstallExact:
+    """uninstall() leaves logging as it would be without the library, in the parent and a child."""
+
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("first_use", ["not-logged", "logged", "without"])
+    def test_child_flushes_inherited_handlers_at_exit(self, scenario: Any, first_use: str) -> None:
+        """A forked child that switches off flushes its inherited MemoryHandler at exit.
+
+        ``without``: the control, no library at all.
+        """
+        facts = scenario.run(UNINSTALL_IN_CHILD, args=[first_use]).facts
+        assert facts["status"] == 0
+        lines = (scenario.tmp_path / "out.log").read_text().splitlines()
+        child = ["%d child %d" % (facts["child"], n) for n in range(3)]
+        assert [line for line in lines if " child " in line] == child
+        before = [line for line in lines if "before uninstall" in line]
+        assert len(before) == (1 if first_use == "logged" else 0)
+
+    @pytest.mark.timeout(60)
+    def test_fork_warning_filter_gone(self, scenario: Any) -> None:
+        """After install(), a fork with the listener running, and uninstall(), the
+        warning filters are the user's own again (on 3.13 ours stayed until the next fork,
+        which never removed it once switched off: the user's thread warnings were silenced)."""
+        body = """
+            import logging, os, warnings
+            from scenario_lib import report
+            import forksafe_logging
+
+            before = list(warnings.filters)
+            logging.basicConfig(level=logging.INFO)
+            forksafe_logging.install()
+            pid = os.fork()
+            if pid == 0:
+                logging.info("child")  # the listener thread runs in the parent now
+                os._exit(0)
+            os.waitpid(pid, 0)
+            forksafe_logging.flush()
+            forksafe_logging.uninstall()
+            report(same=list(warnings.filters) == before,
+                   extra=[repr(f) for f in warnings.filters if f not in before])
+        """
+        facts = scenario.run(body).facts
+        assert facts["same"], facts["extra"]
