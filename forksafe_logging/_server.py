@@ -24,7 +24,7 @@ import time
 import traceback
 import weakref
 
-from forksafe_logging import _compat, _order, _streams, _wire
+from forksafe_logging import _compat, _order, _peers, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -689,7 +689,8 @@ class Server:
     def _dispatch(self, route: str, record: logging.LogRecord) -> None:
         self.stats["records"] += 1
         try:
-            if route:
+            seen = route == _peers.SEEN_BY_SENTRY
+            if route and not seen:
                 target = self._routes.get(route)
                 if target is None:
                     target = self._find_route(route)
@@ -701,7 +702,10 @@ class Server:
             logger = self._existing_logger(record.name)
             if logger is not None:
                 if logger.isEnabledFor(record.levelno):
-                    logger.handle(record)
+                    if seen:
+                        _peers.handle(logger, record)
+                    else:
+                        logger.handle(record)
             else:
                 # A logger the child made and this process has not: handled
                 # as that new logger would handle it (level NOTSET, no
@@ -711,7 +715,10 @@ class Server:
                 parent = _nearest_logger(record.name)
                 levelno = record.levelno
                 if logging.Logger.manager.disable < levelno >= parent.getEffectiveLevel():
-                    parent.callHandlers(record)
+                    if seen:
+                        _peers.call_handlers(parent, record)
+                    else:
+                        parent.callHandlers(record)
         except BaseException as exc:
             # SystemExit from a handler, asyncio.CancelledError...: in this
             # thread they would end it, and the tree's senders would wait.

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable
 
-from forksafe_logging import _atfork, _channel, _compat, _server, _wire
+from forksafe_logging import _atfork, _channel, _compat, _peers, _server, _wire
+
+_modules = sys.modules
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -210,7 +213,13 @@ class QueueHandler(logging.Handler):
                 if not self._tree:
                     self.dispatch(record)
                 return
-            key = _wire.static_key("" if self._tree else self.route, record)
+            if not self._tree:
+                route = self.route
+            elif _modules.get("sentry_sdk") is not None and _peers.seen_by_sentry():
+                route = _peers.SEEN_BY_SENTRY  # the top's Sentry must not report it again
+            else:
+                route = ""
+            key = _wire.static_key(route, record)
             msg = _wire.message(record)
             ch = _channel.channel()
             try:

@@ -1,0 +1,150 @@
+"""Libraries that hook logging in every process: a record reaches them once.
+
+With the real sentry-sdk, its transport replaced by one that appends each
+event to a file (no network): every error logged in a worker becomes one
+Sentry event, reported by the worker when its Sentry is active (inherited
+through a fork, or initialized there), by the top process otherwise; and
+one line in the top's file.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import logging
+import sys
+from typing import Any, List
+
+import pytest
+from conftest import Scenario
+
+from forksafe_logging import _peers
+
+SENTRY = """
+    import json, logging, multiprocessing, os, sys
+    from concurrent.futures import ProcessPoolExecutor
+    import sentry_sdk
+    from sentry_sdk.transport import Transport
+    from scenario_lib import report
+    import forksafe_logging
+
+    EVENTS = os.path.abspath("events.jsonl")
+
+    class Capture(Transport):
+        # Called in the process whose Sentry captured the event.
+        def capture_envelope(self, envelope):
+            for item in envelope.items:
+                if item.type == "event":
+                    entry = item.payload.json.get("logentry") or {}
+                    with open(EVENTS, "a") as f:
+                        f.write(json.dumps([os.getpid(), entry.get("formatted")]) + "\\n")
+
+    def init_sentry():
+        sentry_sdk.init(dsn="https://public@sentry.invalid/1", transport=Capture)
+
+    def work(n):
+        logging.getLogger("app.worker").error("boom %d", n)
+        return os.getpid()
+
+    if __name__ == "__main__":
+        method, child_sentry = sys.argv[2], sys.argv[3]
+        init_sentry()
+        logging.basicConfig(filename="app.log", format="%(process)d %(message)s")
+        forksafe_logging.install()
+        context = multiprocessing.get_context(method)
+        initializer = init_sentry if child_sentry == "init" else None
+        with ProcessPoolExecutor(2, mp_context=context, initializer=initializer) as pool:
+            pids = list(pool.map(work, range(20)))
+        forksafe_logging.flush()
+        report(top=os.getpid(), pids=pids)
+"""
+
+
+def _sentry_importable() -> bool:
+    try:
+        import sentry_sdk  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _sentry_importable(), reason="sentry-sdk is not installed: pip install '.[e2e]'"
+)
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("method", "child_sentry"),
+    [("fork", "inherited"), ("spawn", "init"), ("forkserver", "init"),
+     ("spawn", "none"), ("forkserver", "none")],
+)  # fmt: skip
+def test_sentry_reports_each_record_once(
+    scenario: Scenario, method: str, child_sentry: str
+) -> None:
+    """One event per error, from the worker if its Sentry is active, else from the top."""
+    facts = scenario.run(SENTRY, args=[method, child_sentry]).facts
+    events = [
+        json.loads(line) for line in (scenario.tmp_path / "events.jsonl").read_text().splitlines()
+    ]
+    messages = collections.Counter(message for _, message in events)
+    assert messages == {"boom %d" % n: 1 for n in range(20)}
+    reporters = {message: pid for pid, message in events}
+    for n, worker in enumerate(facts["pids"]):
+        expected = facts["top"] if child_sentry == "none" else worker
+        assert reporters["boom %d" % n] == expected
+    lines = (scenario.tmp_path / "app.log").read_text().splitlines()
+    assert sorted(lines) == sorted("%d boom %d" % (pid, n) for n, pid in enumerate(facts["pids"]))
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: List[str], level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append("%s:%s:%s" % (self.name, record.name, record.getMessage()))
+
+
+def _walk(handle: Any, monkeypatch: pytest.MonkeyPatch) -> List[str]:
+    """What a small logger tree's handlers get from a few records, handed in by ``handle``."""
+    seen: List[str] = []
+    manager = logging.Manager(logging.RootLogger(logging.WARNING))
+    manager.loggerClass = None
+    root = manager.root
+    a = logging.Logger("a")
+    a.manager, a.parent = manager, root
+    ab = logging.Logger("a.b")
+    ab.manager, ab.parent = manager, a
+    quiet = logging.Logger("quiet")
+    quiet.manager, quiet.parent = manager, root
+    for logger, name, level in ((root, "root", 0), (a, "a", logging.ERROR), (ab, "ab", 0)):
+        handler = _Collect(seen, level)
+        handler.name = name
+        logger.addHandler(handler)
+    a.propagate = False
+    ab.addFilter(lambda r: "drop" not in r.getMessage())
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(logging, "lastResort", None)
+    for logger, message, level in (
+        (ab, "both", logging.ERROR),
+        (ab, "only ab", logging.WARNING),
+        (ab, "drop me", logging.ERROR),
+        (a, "a only", logging.ERROR),
+        (quiet, "to root", logging.ERROR),
+    ):
+        handle(logger, logger.makeRecord(logger.name, level, "f", 1, message, (), None))
+    no_handler = logging.Logger("nobody")
+    no_handler.manager, no_handler.propagate = manager, False
+    handle(no_handler, no_handler.makeRecord("nobody", logging.ERROR, "f", 1, "lost", (), None))
+    return [*seen, stderr.getvalue()]
+
+
+def test_plain_walk_is_the_standard_librarys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_peers.handle reaches the handlers Logger.handle reaches: levels, filters, propagate."""
+    ours = _walk(_peers.handle, monkeypatch)
+    theirs = _walk(lambda logger, record: logger.handle(record), monkeypatch)
+    assert ours == theirs
+    assert "ab:a.b:both" in ours
+    assert "a:a.b:both" in ours
+    assert ours[-1] == 'No handlers could be found for logger "nobody"\n'
