@@ -41,11 +41,11 @@ def __getattr__(name: str) -> Any:
     # is the held-lock warning's module: every module a process imports
     # makes each of its forks a little slower.
     if name in ("Diagnosis", "Hazard", "diagnose"):
-        from forksafe_logging import _doctor
+        from forksafe_logging import _doctor  # on first use: see above
 
         return getattr(_doctor, name)
     if name == "HeldLockWarning":
-        from forksafe_logging import _held
+        from forksafe_logging import _held  # on first use: see above
 
         return _held.HeldLockWarning
     raise AttributeError("module %r has no attribute %r" % (__name__, name))

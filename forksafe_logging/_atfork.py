@@ -233,7 +233,7 @@ def after_fork_in_parent() -> None:
     for lock in reversed(plan.acquired):
         lock.release()
     if plan.held:
-        from forksafe_logging import _held
+        from forksafe_logging import _held  # imported by install(warn_held_locks=True)
 
         # The fork is done and every lock released: the warning may even go
         # through logging (captureWarnings).
@@ -513,3 +513,6 @@ def register() -> None:
                 after_in_child=after_fork_in_child,
             )
             _registered = True
+
+
+_server.on_start.append(register)

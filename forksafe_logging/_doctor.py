@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Literal, Optional, Sequence, Set, 
 
 from forksafe_logging import (
     _compat,
-    _install,
+    _naming,
     _reach,
     _server,
     _settings,
@@ -361,7 +361,7 @@ def examine(
         child = settings.child if settings is not None else "forward"
     else:
         _settings.check_child(child)
-    fork_timeout = settings.fork_timeout if settings is not None else _install.DEFAULT_FORK_TIMEOUT
+    fork_timeout = settings.fork_timeout if settings is not None else _settings.DEFAULT_FORK_TIMEOUT
     owners: Dict[int, List[Any]] = {}
     reach = _reach.collect(owners=owners)
     look = _Look(child, fork_timeout, owners)
@@ -397,18 +397,6 @@ def examine(
     )
 
 
-def where_of(obj: Any) -> str:
-    """A handler, a queue or a stream, named as the report names it, and where it is."""
-    owners: Dict[int, List[Any]] = {}
-    _reach.collect(owners=owners)
-    look = _Look("forward", 0.0, owners)
-    if isinstance(obj, logging.Handler):
-        return look.handler_where(obj)
-    if _reach.is_thread_queue(obj):
-        return look.where(obj, _queue_name(obj))
-    return str(getattr(obj, "name", type(obj).__name__))
-
-
 # What install() does, by mode. In "forward" mode a forked child replaces its
 # handlers and never uses what it inherited (_forward.abandon_and_forward).
 _FORWARDED = (
@@ -419,93 +407,13 @@ _FORWARDED = (
 _RESET_DROPS = " Then the child drops the inherited handlers (closing none) and applies its config."
 
 
-def _class_name(cls: type) -> str:
-    """A handler's class, with its module unless it is one of logging's."""
-    if cls.__module__ in ("logging", "logging.handlers"):
-        return cls.__qualname__
-    return "%s.%s" % (cls.__module__, cls.__qualname__)
-
-
-def _queue_name(q: object) -> str:
-    if isinstance(q, queue.SimpleQueue):  # its class lives in _queue
-        return "queue.SimpleQueue"
-    return "%s.%s" % (type(q).__module__, type(q).__qualname__)
-
-
-_LOCK_NAMES = {type(threading.Lock()): "threading.Lock", type(threading.RLock()): "threading.RLock"}
-
-
-def _lock_name(lock: object) -> str:
-    # The classes of threading's locks live in _thread, under other names.
-    known = _LOCK_NAMES.get(type(lock))
-    return known or "%s.%s" % (type(lock).__module__, type(lock).__qualname__)
-
-
-def _thread_name(thread: Any) -> str:
-    if thread is None:
-        return "no thread"
-    return "thread %r%s" % (thread.name, " (daemon)" if thread.daemon else "")
-
-
-class _Look:
+class _Look(_naming.Names):
     """Turns what the walk found into hazards, for one mode."""
 
     def __init__(self, mode: str, fork_timeout: float, owners: Dict[int, List[Any]]) -> None:
+        super().__init__(owners)
         self.mode = mode
         self.fork_timeout = fork_timeout
-        self.owners = owners
-
-    # -- naming things, from the owners the walk noted --------------------
-
-    def handler_name(self, handler: logging.Handler) -> str:
-        name = _class_name(type(handler))
-        details: List[str] = []
-        filename = getattr(handler, "baseFilename", None)
-        stream = getattr(handler, "stream", None)
-        if isinstance(filename, str):
-            details.append(repr(filename))
-        elif stream is not None:
-            details.append(str(getattr(stream, "name", type(stream).__name__)))
-        if isinstance(handler, logging.handlers.SocketHandler):
-            details.append("%s:%s" % (handler.host, handler.port))
-        elif isinstance(handler, logging.handlers.SysLogHandler):
-            details.append(repr(handler.address))
-        elif isinstance(handler, logging.handlers.MemoryHandler):
-            details.append("capacity=%d" % handler.capacity)
-        text = "%s(%s)" % (name, ", ".join(details)) if details else name
-        if handler.name:
-            text += " named %r" % handler.name
-        return text
-
-    def listener_name(self, listener: logging.handlers.QueueListener) -> str:
-        return "QueueListener in %s" % _thread_name(getattr(listener, "_thread", None))
-
-    def where(self, obj: Any, name: str, seen: Optional[Set[int]] = None) -> str:
-        """``name``, then how the configuration reaches ``obj`` (from its owners)."""
-        seen = set() if seen is None else seen
-        seen.add(id(obj))
-        ways = []
-        for owner in self.owners.get(id(obj), []):
-            if id(owner) in seen:
-                continue
-            if isinstance(owner, logging.Logger):
-                ways.append("on %s" % _logger_name(owner))
-            elif isinstance(owner, logging.handlers.QueueListener):
-                verb = "read by" if obj is owner.queue else "in"
-                # After the handlers that lead to it: "behind X, read by Y".
-                ways.append("%s the %s" % (verb, self.listener_name(owner)))
-            elif isinstance(owner, logging.Handler):
-                if isinstance(obj, logging.Handler):
-                    verb = "target of"
-                elif isinstance(obj, logging.handlers.QueueListener):
-                    verb = "started for"
-                else:
-                    verb = "behind"
-                ways.insert(0, "%s %s" % (verb, self.where(owner, self.handler_name(owner), seen)))
-        return "%s %s" % (name, ", ".join(ways)) if ways else name
-
-    def handler_where(self, handler: logging.Handler) -> str:
-        return self.where(handler, self.handler_name(handler))
 
     # -- remedies ----------------------------------------------------------
 
@@ -527,7 +435,7 @@ class _Look:
 
     def of_queue(self, q: Any, listeners: Sequence[logging.handlers.QueueListener]) -> List[Hazard]:
         read = any(listener.queue is q for listener in listeners)
-        where = self.where(q, _queue_name(q))
+        where = self.where(q, _naming.queue_name(q))
         dropped = (
             " and drops its copy of the records waiting in it, which the parent writes"
             if read
@@ -606,7 +514,7 @@ class _Look:
             "its lock (attribute 'lock', a %s) is one that logging does not "
             "re-initialize in a child: its class overrides createLock(). If a thread "
             "holds it at the fork, the child's first record through it blocks forever."
-            % _lock_name(lock)
+            % _naming.lock_name(lock)
         )
         return [self._lock_hazard(handler, lock, detail)]
 
@@ -614,7 +522,7 @@ class _Look:
         detail = (
             "its attribute %r holds a %s that logging knows nothing about. If a thread "
             "holds it at the fork, it stays held in the child forever."
-            % (_reach.attribute_of(handler, lock), _lock_name(lock))
+            % (_reach.attribute_of(handler, lock), _naming.lock_name(lock))
         )
         return self._lock_hazard(handler, lock, detail)
 
@@ -692,7 +600,8 @@ class _Look:
             detail = (
                 "structlog's PrintLogger, WriteLogger and BytesLogger take this %s around "
                 "every line they write to the file. If a thread is writing a line at the "
-                "fork, the child's first line to that file blocks forever." % _lock_name(lock)
+                "fork, the child's first line to that file blocks forever."
+                % _naming.lock_name(lock)
             )
             # In every mode: structlog's loggers write to their files themselves.
             remedy = (
@@ -723,7 +632,7 @@ class _Look:
         for thread in known:
             if thread.ident in skip:
                 continue
-            where = _thread_name(thread)
+            where = _naming.thread_name(thread)
             if thread.ident == ours:
                 found.append(
                     Hazard(
@@ -770,10 +679,6 @@ _THREAD_DETAIL = (
     "it does not exist in a child, and whatever it holds at the fork (a lock, half of "
     "a write) stays held or half-done there."
 )
-
-
-def _logger_name(logger: logging.Logger) -> str:
-    return "the root logger" if logger is logging.root else "logger %r" % logger.name
 
 
 def in_stdlib(path: str) -> bool:

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("arguments after the options are for --script only: %s" % " ".join(args.args))
     cleanup: List[Callable[[], None]] = []
     if args.article:
-        from forksafe_logging import _article
+        from forksafe_logging import _article  # for --article only
 
         tmp = tempfile.mkdtemp(prefix="forksafe-doctor-")
         cleanup.append(lambda: shutil.rmtree(tmp, ignore_errors=True))

@@ -19,27 +19,20 @@ handler, making one, ``getLogger()``, ``setLevel()``, ``basicConfig()``,
 ``dictConfig()``, ``fileConfig()``. Whichever fires first rewires the loggers
 (:func:`rewire`) and puts both back.
 
-Spawn and forkserver children find their way by themselves: ``install()``
-puts an :class:`_Attach` into ``multiprocessing``'s per-process config, which
-is pickled into every child it starts. Unpickling it in the child, which
-happens after the child has imported the parent's main module (and run any
-logging set-up at module level there), calls :func:`attach_spawned`.
+Spawn and forkserver children find their way by themselves: see
+:mod:`forksafe_logging._spawned`.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing.process
-import sys
 
-from forksafe_logging import _reach
+from forksafe_logging import _reach, _settings, _streams
+from forksafe_logging.handlers import tree_forwarder
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
-
-#: The key in ``multiprocessing.current_process()._config``.
-CONFIG_KEY = "forksafe_logging"
+    from typing import Any, List, Optional, Tuple
 
 
 def forward_tree() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
@@ -166,8 +159,6 @@ def rewire() -> None:
 
 def _rewire_locked() -> None:
     """Rewire; the caller holds logging's module lock, which guards the dict of loggers."""
-    from forksafe_logging import _settings
-
     if not _settings.undo:
         _settings.undo[:] = abandon_and_forward()
 
@@ -241,8 +232,6 @@ def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
         # Never freed: the list was made unfreeable in the parent, where that is cheap.
         _keep_forever.append(taken)
     else:
-        from forksafe_logging import _streams
-
         _streams.abandon(taken)
     return taken
 
@@ -255,8 +244,6 @@ _keep_forever: List[Any] = []
 
 
 def _new_forwarder() -> logging.Handler:
-    from forksafe_logging.handlers import tree_forwarder
-
     return tree_forwarder()
 
 
@@ -264,8 +251,6 @@ def prepare_forwarder() -> None:
     """Make, while it is cheap, what forked children will need to forward."""
     global _forwarder
     if _forwarder is None:
-        from forksafe_logging import _streams
-
         _forwarder = _new_forwarder()
         # The list, and what a child appends to it, outlive even interpreter
         # shutdown in every process of the tree.
@@ -277,65 +262,3 @@ def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:
     for logger, handlers, filters in taken:
         logger.handlers = handlers  # new lists: see forward_tree()
         logger.filters = filters
-
-
-def levels() -> Tuple[Dict[str, int], int]:
-    """The levels set in this process's logger tree, and ``logging.disable``'s level."""
-    found = {
-        logger.name: logger.level for logger in _reach.loggers() if logger.level != logging.NOTSET
-    }
-    found[""] = logging.root.level
-    return found, logging.Logger.manager.disable
-
-
-def apply_levels(found: Dict[str, int], disable: int) -> None:
-    for name, level in found.items():
-        (logging.getLogger(name) if name else logging.root).setLevel(level)
-    logging.disable(disable)
-
-
-class _Attach:
-    """Pickled into spawn/forkserver children; unpickled, it attaches them."""
-
-    def __reduce__(self) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
-        from forksafe_logging import _channel
-
-        # Runs in the parent as the child starts: the levels are those of now.
-        found, disable = levels()
-        return attach_spawned, (_channel.endpoint(), found, disable)
-
-
-def attach_spawned(endpoint: Any, found: Dict[str, int], disable: int) -> _Attach:
-    """In a spawned child: take the parent's levels and forward every record."""
-    from forksafe_logging import _install
-
-    if endpoint is not None:
-        apply_levels(found, disable)
-        _install.join_tree(tuple(endpoint))
-    return _Attach()
-
-
-def _process_modules() -> List[Any]:
-    """``multiprocessing.process``, and billiard's copy of it if it is imported.
-
-    billiard (Celery's pool) keeps a process object of its own, whose config
-    its spawn children unpickle the same way. It is not imported here: a
-    program that imports it after ``install()`` attaches its billiard spawn
-    workers with ``attach()``.
-    """
-    found: List[Any] = [multiprocessing.process]
-    billiard = sys.modules.get("billiard.process")
-    if billiard is not None:
-        found.append(billiard)
-    return found
-
-
-def advertise() -> None:
-    """Make children that ``multiprocessing`` starts from now on attach themselves."""
-    for module in _process_modules():
-        module.current_process()._config[CONFIG_KEY] = _Attach()
-
-
-def withdraw() -> None:
-    for module in _process_modules():
-        module.current_process()._config.pop(CONFIG_KEY, None)

@@ -129,16 +129,16 @@ def _stacks(me: int) -> Dict[int, Set[str]]:
 
 def warn(held: List[Held]) -> None:
     """Issue the :class:`HeldLockWarning` for what :func:`observe` saw (after the fork)."""
-    from forksafe_logging import _doctor  # only now: its imports cost only when it warns
+    from forksafe_logging import _naming  # only now: its imports cost only when it warns
 
     lines = []
     for what, name, owner, candidates in held:
         if what is None:
             subject = "logging's module lock"
         elif name == "write lock":
-            subject = "structlog's write lock for %s" % _doctor.where_of(what)
+            subject = "structlog's write lock for %s" % _naming.where_of(what)
         else:
-            subject = "the %s of %s" % (name, _doctor.where_of(what))
+            subject = "the %s of %s" % (name, _naming.where_of(what))
         if owner is not None:
             lines.append("- %s, held by thread %r" % (subject, owner))
         elif candidates:

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping
 
-from forksafe_logging import _atfork, _compat, _forward, _server, _settings
+from forksafe_logging import (
+    _atfork,
+    _channel,
+    _compat,
+    _forward,
+    _join,
+    _server,
+    _settings,
+    handlers,
+)
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Literal, Optional, Tuple
+    from typing import Literal, Optional
 
     from forksafe_logging._settings import ChildConfig
 
-#: How long, at most, one fork waits in total for the locks logging holds.
-DEFAULT_FORK_TIMEOUT = 0.1
+DEFAULT_FORK_TIMEOUT = _settings.DEFAULT_FORK_TIMEOUT
 
 
 def install(
@@ -140,30 +149,27 @@ def install(
         _forward.rewire()
         _atfork.register()
         if settings.child == "forward":
-            from forksafe_logging.handlers import _is_descendant, _start_listener
-
-            if _is_descendant():
-                _become_descendant(settings)
+            if handlers._is_descendant():
+                _join.become_descendant(settings)
                 return
             if _server.current() is None:
                 _settings.started_listener = True
-            _start_listener().set_order_wait(wait)
-            _forward.advertise()
+            handlers._start_listener().set_order_wait(wait)
+            _join.advertise()
             _forward.prepare_forwarder()
         else:
-            _forward.withdraw()
+            _join.withdraw()
         _switch_subprocesses(subprocesses)
         _settings.current = settings
 
 
 def _switch_subprocesses(on: bool) -> None:
-    from forksafe_logging import _startup
-
+    # For every program started from here on.
     if on:
-        _startup.enable()
+        os.environ[_settings.SUBPROCESSES_SWITCH] = "1"
         _settings.set_switch = True
     elif _settings.set_switch:
-        _startup.disable()
+        os.environ.pop(_settings.SUBPROCESSES_SWITCH, None)
         _settings.set_switch = False
 
 
@@ -187,8 +193,6 @@ def attach() -> None:
 
     .. versionadded:: 0.2.0
     """
-    from forksafe_logging import _channel
-
     if _channel.tree() is not None:
         return
     # The value this process started with: its own install() or QueueHandler
@@ -199,32 +203,7 @@ def attach() -> None:
             "%s is not set: this process was not started by a program that called "
             "forksafe_logging.install(), or the environment was not passed on" % _channel.ENV_VAR
         )
-    join_tree(where)
-
-
-def join_tree(where: Tuple[int, bytes, str]) -> None:
-    """Forward this process's records to the listener at ``where`` from now on."""
-    from forksafe_logging import _channel
-
-    with _settings.install_lock:
-        if _server.current() is not None:
-            # install() ran at start-up (sitecustomize, say) before we knew that
-            # this process has a tree above it; it has no children yet.
-            _server.stop(0)
-        _channel.join(where)
-        _channel.publish(where)
-        _atfork.register()
-        _become_descendant(_settings.Settings("forward", None, DEFAULT_FORK_TIMEOUT))
-
-
-def _become_descendant(settings: _settings.Settings) -> None:
-    # A forked child that has not used logging yet: finish what the fork began.
-    _forward.rewire()
-    if not _settings.undo:
-        _settings.undo[:] = _forward.forward_tree()
-    _forward.advertise()
-    _forward.prepare_forwarder()
-    _settings.current = settings
+    _join.join_tree(where)
 
 
 def uninstall() -> None:
@@ -244,7 +223,7 @@ def uninstall() -> None:
         # A forked child that has not used logging yet still has what it
         # inherited on its loggers: it keeps it.
         _forward.disarm()
-        _forward.withdraw()
+        _join.withdraw()
         _switch_subprocesses(False)
         if _settings.undo:
             _forward.restore(_settings.undo)
@@ -254,8 +233,6 @@ def uninstall() -> None:
         # before hook, which does nothing once switched off.
         _compat.unquiet_fork_warning(every=True)
         if was is not None and _settings.started_listener and _server.current() is not None:
-            from forksafe_logging import _channel
-
             _settings.started_listener = False
             _server.stop()
             _channel.unpublish()

@@ -18,7 +18,7 @@ from forksafe_logging import _compat
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Set
+    from typing import Any, Dict, List, Optional, Set, Tuple
 
 
 class Reach:
@@ -192,3 +192,17 @@ def is_in_process_queue(q: object) -> bool:
     A child inherits a copy of them: they are the parent's to handle.
     """
     return is_thread_queue(q) or isinstance(q, queue.SimpleQueue)
+
+
+def levels() -> Tuple[Dict[str, int], int]:
+    """The levels set in this process's logger tree, and ``logging.disable``'s level."""
+    found = {logger.name: logger.level for logger in loggers() if logger.level != logging.NOTSET}
+    found[""] = logging.root.level
+    return found, logging.Logger.manager.disable
+
+
+def apply_levels(found: Dict[str, int], disable: int) -> None:
+    """Set the levels :func:`levels` found (in another process), and ``logging.disable``'s."""
+    for name, level in found.items():
+        (logging.getLogger(name) if name else logging.root).setLevel(level)
+    logging.disable(disable)

@@ -24,7 +24,7 @@ import time
 import traceback
 import weakref
 
-from forksafe_logging import _compat, _order, _peers, _streams, _wire
+from forksafe_logging import _compat, _order, _peers, _reach, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -678,11 +678,8 @@ class Server:
     @staticmethod
     def _send_levels(conn: _Connection) -> None:
         """Answer a sender that asks for this process's logger levels (see _wire.LEVELS)."""
-        # Here, not at the top: _forward sits above this module.
-        from forksafe_logging import _forward
-
         try:
-            conn.sock.send(_wire.levels_message(*_forward.levels()))
+            conn.sock.send(_wire.levels_message(*_reach.levels()))
         except OSError:
             pass  # fits: asked before any record, so nothing else is queued
 
@@ -987,6 +984,14 @@ def close_listed(sock: socket.socket) -> None:
     with fd_lock:  # a child forked in between would keep it open
         forget_descriptor(sock.fileno())  # before the number can be reused
         sock.close()
+
+
+#: What must happen once a listener runs in this process: forks must be made
+#: safe around it. ``_atfork`` adds the registration of its hooks when it is
+#: imported, which the package's ``__init__`` does before any handler can
+#: start a listener; a list here, because ``_atfork`` sits above the handlers
+#: that start listeners.
+on_start: List[Callable[[], None]] = []
 
 
 def current() -> Optional[Server]:

@@ -15,6 +15,15 @@ if TYPE_CHECKING:
 
 CHILD_MODES = ("forward", "inherit", "reset")
 
+#: How long, at most, one fork waits in total for the locks logging holds.
+DEFAULT_FORK_TIMEOUT = 0.1
+
+#: ``"1"``: an interpreter that starts with the package installed joins the
+#: tree whose listener :data:`forksafe_logging._channel.ENV_VAR` names, or,
+#: if none does, installs itself as a top (see :mod:`forksafe_logging._startup`;
+#: ``forksafe_logging.pth`` spells the name out).
+SUBPROCESSES_SWITCH = "FORKSAFE_LOGGING_SUBPROCESSES"
+
 
 def check_child(child: object) -> None:
     """Raise ``ValueError`` unless ``child`` is one of :data:`CHILD_MODES`."""

@@ -8,8 +8,8 @@ before it logs. ``install(subprocesses=True)`` sets the switch for every
 descendant; a user sets it for a program whose code cannot change, which
 then installs itself as the top of its tree.
 
-This module imports nothing of the package until :func:`start` runs: the
-switch is off in almost every interpreter that reads the ``.pth`` file.
+The ``.pth`` line imports this module only when the switch is on; it imports
+the rest of the package only when :func:`start` runs.
 """
 
 from __future__ import annotations
@@ -17,29 +17,18 @@ from __future__ import annotations
 import os
 import sys
 
-#: ``"1"``: an interpreter that starts with the package installed joins the
-#: tree whose listener :data:`forksafe_logging._channel.ENV_VAR` names, or,
-#: if none does, installs itself as a top.
-SWITCH = "FORKSAFE_LOGGING_SUBPROCESSES"
+from forksafe_logging._settings import SUBPROCESSES_SWITCH as SWITCH
+
 #: How long a joining program waits at most, as it starts, for the top's
 #: logger levels.
 LEVELS_TIMEOUT = 5.0
 
 
-def enable() -> None:
-    """Set the switch for every program started from here on."""
-    os.environ[SWITCH] = "1"
-
-
-def disable() -> None:
-    """Programs started from here on do not join by themselves."""
-    os.environ.pop(SWITCH, None)
-
-
 def start() -> None:
     """Join the tree named in the environment, or become its top (run by the ``.pth`` file)."""
     try:
-        from forksafe_logging import _channel, _forward, _install
+        # The rest of the package only now, and only here: the switch is on.
+        from forksafe_logging import _channel, _install, _reach
 
         if _channel.from_environment(inherited=True) is None:
             # Nobody above: this program is the top.
@@ -50,7 +39,7 @@ def start() -> None:
         # when the switch was set: the top may have configured logging since).
         levels = _channel.channel().ask_levels(LEVELS_TIMEOUT)
         if levels is not None:
-            _forward.apply_levels(*levels)
+            _reach.apply_levels(*levels)
     except Exception as exc:
         # Never into the program's start: it runs, logging on its own.
         try:

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Iterable
 
-from forksafe_logging import _atfork, _channel, _compat, _peers, _server, _wire
+from forksafe_logging import _channel, _compat, _peers, _server, _wire
 
 _modules = sys.modules
 
@@ -406,7 +406,8 @@ class QueueListener:
 def _start_listener() -> _server.Server:
     server = _server.ensure_started()
     _channel.publish(server.endpoint)
-    _atfork.register()
+    for hook in _server.on_start:  # the fork hooks' registration (see there)
+        hook()
     return server
 
 
