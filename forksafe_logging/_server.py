@@ -246,6 +246,11 @@ class _Connection:
         self.ended = False
 
 
+#: Whether the top's threads look at the connections through epoll (Linux).
+_EPOLL = hasattr(select, "epoll")
+_WATCH_IN = select.EPOLLIN if _EPOLL else select.POLLIN
+
+
 class Server:
     """The listening socket, its thread, and the routes records are dispatched to."""
 
@@ -302,12 +307,21 @@ class Server:
         #: Connections read to their end, not closed yet (see _close_ended).
         self._ending: List[_Connection] = []
         #: The authenticated connections, for the top's threads to look at
-        #: without disturbing the listener's selector.
-        self._watch = select.poll()
+        #: without disturbing the listener's selector (see wait_turn). epoll
+        #: where there is one: threads may wait on it at once, and a look
+        #: costs the same however many children are connected. A poll()
+        #: object refuses two callers at once: there, the top's threads take
+        #: turns (the listener never polls this one).
+        self._watch: Any
+        self._watch_lock: Optional[threading.Lock] = None
+        if _EPOLL:
+            with fd_lock:
+                self._watch = select.epoll()
+                child_closes.append(self._watch.fileno())
+        else:
+            self._watch = select.poll()
+            self._watch_lock = threading.Lock()
         self._watched = 0
-        #: poll() objects refuse two callers at once: the top's threads
-        #: take turns (the listener never polls this one).
-        self._watch_lock = threading.Lock()
         #: True from the start of a round (before anything is read) until
         #: nothing read is left undispatched, held-over records included.
         #: Written by the listener only; the top reads it without a lock.
@@ -565,7 +579,7 @@ class Server:
             try:
                 self._watch.unregister(fd)
                 self._watched -= 1
-            except KeyError:
+            except (KeyError, OSError):  # not registered (poll; epoll)
                 pass
         self._connections.pop(fd, None)
         self._pending.pop(conn, None)
@@ -632,7 +646,7 @@ class Server:
             # Watched before the answer goes: from it on, the sender may
             # send records, return, and cause a record of the top.
             conn.authenticated = True
-            self._watch.register(conn.sock.fileno(), select.POLLIN)
+            self._watch.register(conn.sock.fileno(), _WATCH_IN)
             self._watched += 1
             self._idle = False
             try:
@@ -797,8 +811,15 @@ class Server:
         # this one was made, so before this poll(): if the poll finds no
         # connection with data, the listener had read that record already,
         # and it is dispatched unless the listener is still busy.
-        with self._watch_lock:
-            behind = self._watch.poll(0)
+        watch_lock = self._watch_lock
+        try:
+            if watch_lock is None:
+                behind = self._watch.poll(0, 1)
+            else:
+                with watch_lock:
+                    behind = self._watch.poll(0)
+        except (OSError, ValueError):
+            return  # closed by stop() meanwhile: the listener is gone
         if not behind and not self._busy:
             return
         if self.pid != os.getpid():
@@ -893,6 +914,9 @@ class Server:
         with fd_lock:  # a child forked in between would keep them open
             for fd in (self._listening.fileno(), self._wake_r, self._wake_w, *self._connections):
                 forget_descriptor(fd)
+            if self._watch_lock is None:
+                forget_descriptor(self._watch.fileno())
+                self._watch.close()
             for conn in list(self._connections.values()):
                 conn.sock.close()
             self._connections.clear()

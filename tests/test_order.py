@@ -86,6 +86,62 @@ def test_pool_round_trip(scenario: Scenario, method: str) -> None:
     assert (late, missing, twice) == ([], 0, 0), text[:300]
 
 
+THREADS = """
+    import logging, multiprocessing, sys, threading
+    from scenario_lib import report, install_from_argv
+
+    log = logging.getLogger("order")
+
+    def task(job):
+        log.info("task %d %d", *job)
+        return job
+
+    if __name__ == "__main__":
+        install_from_argv()
+        logging.basicConfig(filename="order.log", level=logging.INFO, format="%(message)s")
+        method, rounds = sys.argv[2], int(sys.argv[3])
+        errors = []
+
+        def caller(pool, t):
+            try:
+                for r in range(rounds):
+                    pool.apply(task, ((t, r),))
+                    log.info("done %d %d", t, r)
+            except BaseException as exc:
+                errors.append(repr(exc))
+
+        with multiprocessing.get_context(method).Pool(4) as pool:
+            threads = [threading.Thread(target=caller, args=(pool, t)) for t in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            pool.close()
+            pool.join()
+        report(errors=errors)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_top_threads_at_once(scenario: Scenario, method: str) -> None:
+    """Four threads of the top wait their turn at once (they share one look at the children)."""
+    rounds = ROUNDS
+    outcome = scenario.run(THREADS, {}, args=[method, str(rounds)], timeout=280)
+    assert outcome.returncode == 0, outcome.stderr
+    assert outcome.facts["errors"] == []
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    lines = (Path(scenario.tmp_path) / "order.log").read_text().splitlines()
+    position = {line: n for n, line in enumerate(lines)}
+    assert len(position) == len(lines) == 2 * 4 * rounds
+    late = [
+        (t, r)
+        for t in range(4)
+        for r in range(rounds)
+        if position["task %d %d" % (t, r)] > position["done %d %d" % (t, r)]
+    ]
+    assert late == []
+
+
 RELAY = """
     import logging, multiprocessing, os, sys
     from scenario_lib import report, install_from_argv
