@@ -681,9 +681,14 @@ _THREAD_DETAIL = (
 )
 
 
+#: Read once, when the doctor is imported: the first get_paths() of a process
+#: imports the build's configuration module, and diagnose() imports nothing.
+_PATHS = sysconfig.get_paths()
+
+
 def in_stdlib(path: str) -> bool:
     """Whether ``path`` (a code object's file) is the standard library's."""
-    paths = sysconfig.get_paths()
+    paths = _PATHS
     if path.startswith((paths["purelib"], paths["platlib"])):
         return False  # site-packages may lie inside the stdlib's directory
     return path.startswith((paths["stdlib"], "<frozen "))
@@ -703,7 +708,7 @@ def position(frame: Any) -> str:
     """``name() in file.py, line N``; the path inside the stdlib for its files."""
     path = frame.f_code.co_filename
     if in_stdlib(path) and not path.startswith("<"):
-        path = os.path.relpath(path, sysconfig.get_paths()["stdlib"])
+        path = os.path.relpath(path, _PATHS["stdlib"])
     else:
         path = os.path.basename(path)
     return "%s() in %s, line %d" % (frame.f_code.co_name, path, frame.f_lineno)
