@@ -44,6 +44,11 @@ class _Inside(threading.local):
 _local = _Inside()
 
 
+def never_wait_in_this_thread() -> None:
+    """For the listener's thread: the records it dispatches never wait for it."""
+    _local.inside = True
+
+
 def _call_handlers_in_turn(self: logging.Logger, record: logging.LogRecord) -> None:
     server = _active
     if server is None or _local.inside:

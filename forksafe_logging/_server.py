@@ -344,12 +344,14 @@ class Server:
             **_compat.fresh_context(),
         )
         self.thread.start()
-        self._ident = self.thread.ident
         _order.enable(self)
 
     # -- the listener thread -------------------------------------------------
 
     def _run(self) -> None:
+        # The records this thread dispatches are the children's, not the
+        # top's: they never wait their turn (see _order).
+        _order.never_wait_in_this_thread()
         try:
             self._loop()
         finally:
@@ -805,8 +807,6 @@ class Server:
         """
         if self._idle or self._stalled:
             return  # no child connected, or the listener is stuck: nothing to wait for
-        if threading.get_ident() == self._ident:
-            return  # the listener dispatching
         # In this order. A record that this one follows was sent before
         # this one was made, so before this poll(): if the poll finds no
         # connection with data, the listener had read that record already,
