@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from forksafe_logging import _compat, _server, _streams, _wire
+from forksafe_logging import _compat, _peers, _server, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -597,9 +597,11 @@ def _check_at_exit_of_this_process() -> None:
 def check_at_exit() -> None:
     """At a sender's exit: if the listener is gone, show what it never confirmed.
 
+    First, its Sentry sends what it holds (see ``_peers.flush_sentry``).
     Does not wait for a live listener's confirmations: what it has not
     handled yet, it handles after this process has gone.
     """
+    _peers.flush_sentry()
     ch = _channel
     if ch.pid != os.getpid() or (ch.ledger is None and not ch.retired and not ch.dead):
         return

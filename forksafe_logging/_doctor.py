@@ -194,37 +194,57 @@ class Diagnosis:
         .. versionadded:: 0.4.0
         """
         uncovered = self.uncovered
-        lost = self.start_method != "fork" and self.mode == "forward"
+        # Children that are not forked from here get this process's handlers
+        # in "forward" mode only, and only once install() is active.
+        lost = self.start_method != "fork" and (self.mode != "forward" or not self.installed)
         if self.installed:
-            if not uncovered:
-                return "What to do: nothing; install() is active and covers what is listed."
-            return (
-                "What to do: install() is active; see the entries marked "
-                '"Not covered by install()" above.'
-            )
+            return self._advice_installed(lost)
         if not self.hazards and not lost:
             return "What to do: nothing for now; no fork would copy anything unsafely."
-        where = (
-            "before %s (the first fork)" % fork_at if fork_at else "before the program's first fork"
-        )
-        call = "forksafe_logging.install()"
-        if self.mode != "forward":
-            call = 'forksafe_logging.install(child="%s")' % self.mode
+        latent_ids = {id(h) for h in self.latent}
+        covered = [h for h in self.hazards if h.covered]
         why = []
-        if len(self.latent) < len(self.hazards):
+        if any(id(h) not in latent_ids for h in covered):
             why.append("to cover the hazards above")
-        elif self.hazards:
+        elif covered:
             why.append("so that a fork stays safe once other threads log")
+        call = "forksafe_logging.install()"
         if lost:
             why.append(
                 "so that what children started with %s log reaches these handlers"
                 % self.start_method
             )
+        elif self.mode != "forward":
+            call = 'forksafe_logging.install(child="%s")' % self.mode
+        if not why:
+            return fill(
+                "What to do: install() does not cover what is listed; see the entries "
+                'marked "Not covered by install()" above.'
+            )
+        where = (
+            "before %s (the first fork)" % fork_at if fork_at else "before the program's first fork"
+        )
         text = fill("What to do: add these two lines %s, %s:" % (where, " and ".join(why)))
         text += "\n\n    import forksafe_logging\n    %s" % call
         if uncovered:
             text += '\n\nThen see the entries marked "Not covered by install()" above.'
         return text
+
+    def _advice_installed(self, lost: bool) -> str:
+        if lost:
+            return fill(
+                'What to do: children started with %s get nothing from install(child="%s"); '
+                'install(child="forward") sends what they log to these handlers.'
+                % (self.start_method, self.mode)
+            )
+        if self.uncovered:
+            return fill(
+                "What to do: install() is active; see the entries marked "
+                '"Not covered by install()" above.'
+            )
+        if not self.hazards:
+            return "What to do: nothing; install() is active."
+        return "What to do: nothing; install() is active and covers what is listed."
 
     def to_dict(self) -> Dict[str, Any]:
         """Everything, as a dictionary ready for :func:`json.dumps`."""

@@ -266,6 +266,9 @@ def _line_of(frame: Any) -> str:
     """``path, line N`` of a frame: the path as the user would type it from here."""
     path = frame.f_code.co_filename
     if not path.startswith("<"):
-        relative = os.path.relpath(path)
+        try:
+            relative = os.path.relpath(path)
+        except OSError:  # the target removed the working directory
+            relative = os.pardir
         path = path if relative.startswith(os.pardir) else relative
     return "%s, line %d" % (path, frame.f_lineno)

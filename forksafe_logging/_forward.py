@@ -199,7 +199,8 @@ def give_back_handler_list() -> None:
             return
         inherited.extend(current)
         logging._handlerList = inherited  # type: ignore[attr-defined]
-        if logging.shutdown.__defaults__ == (current,):
+        defaults = logging.shutdown.__defaults__
+        if defaults is not None and defaults[0] is current:
             logging.shutdown.__defaults__ = (inherited,)
 
 

@@ -16,14 +16,49 @@ top's Sentry reports its records, once.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 #: The route of a record that Sentry's logging integration has seen in the
-#: process that logged it. Routes are otherwise handler names, which cannot
-#: start with a NUL byte.
+#: process that logged it. Routes are otherwise the names of handlers, which
+#: no configuration gives a NUL byte.
 SEEN_BY_SENTRY = "\0sentry"
 
+#: How long a sender's exit waits at most for its Sentry to send what it
+#: reported (sentry-sdk's own default for its exit).
+SENTRY_FLUSH_TIMEOUT = 2.0
+
 _modules = sys.modules
+
+#: The process that marked a record as reported by its Sentry: at its exit,
+#: that Sentry must send what it holds (see :func:`flush_sentry`).
+_marked_pid = 0
+
+
+def mark_seen_by_sentry() -> str:
+    """The route of a record this process's Sentry reports; its exit will flush Sentry."""
+    global _marked_pid
+    _marked_pid = os.getpid()
+    return SEEN_BY_SENTRY
+
+
+def flush_sentry() -> None:
+    """At a sender's exit: let its Sentry send the events of the records it marked.
+
+    The top no longer reports those records, and a ``multiprocessing`` child
+    ends with ``os._exit()``, where Sentry's own exit hook never runs: what
+    its transport still held would be lost. Waits
+    :data:`SENTRY_FLUSH_TIMEOUT` seconds at most.
+    """
+    if _marked_pid != os.getpid():
+        return
+    sentry = _modules.get("sentry_sdk")
+    if sentry is None:
+        return
+    try:
+        sentry.flush(timeout=SENTRY_FLUSH_TIMEOUT)
+    except Exception:  # never into the program's exit
+        pass
 
 
 def seen_by_sentry() -> bool:

@@ -246,9 +246,11 @@ class _Connection:
         self.ended = False
 
 
-#: Whether the top's threads look at the connections through epoll (Linux).
-_EPOLL = hasattr(select, "epoll")
-_WATCH_IN = select.EPOLLIN if _EPOLL else select.POLLIN
+# Bound when the package is imported, as in _channel: gevent's patch_all()
+# takes select.epoll away, and a top patched after importing us still makes
+# its listener (see Server._watch).
+_epoll = getattr(select, "epoll", None)
+_poll = select.poll
 
 
 class Server:
@@ -312,14 +314,18 @@ class Server:
         #: costs the same however many children are connected. A poll()
         #: object refuses two callers at once: there, the top's threads take
         #: turns (the listener never polls this one).
-        self._watch: Any
+        self._watch: Any = None
         self._watch_lock: Optional[threading.Lock] = None
-        if _EPOLL:
+        if _epoll is not None:
             with fd_lock:
-                self._watch = select.epoll()
-                child_closes.append(self._watch.fileno())
-        else:
-            self._watch = select.poll()
+                try:
+                    self._watch = _epoll()
+                except OSError:  # out of descriptors: poll() needs none
+                    pass
+                else:
+                    child_closes.append(self._watch.fileno())
+        if self._watch is None:
+            self._watch = _poll()
             self._watch_lock = threading.Lock()
         self._watched = 0
         #: True from the start of a round (before anything is read) until
@@ -648,7 +654,7 @@ class Server:
             # Watched before the answer goes: from it on, the sender may
             # send records, return, and cause a record of the top.
             conn.authenticated = True
-            self._watch.register(conn.sock.fileno(), _WATCH_IN)
+            self._watch.register(conn.sock.fileno(), select.POLLIN)  # = EPOLLIN
             self._watched += 1
             self._idle = False
             try:

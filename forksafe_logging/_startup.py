@@ -8,8 +8,8 @@ before it logs. ``install(subprocesses=True)`` sets the switch for every
 descendant; a user sets it for a program whose code cannot change, which
 then installs itself as the top of its tree.
 
-The ``.pth`` line imports this module only when the switch is on; it imports
-the rest of the package only when :func:`start` runs.
+The ``.pth`` line imports this module only when the switch is on (which
+imports the package's ``__init__``, and with it most of the package).
 """
 
 from __future__ import annotations

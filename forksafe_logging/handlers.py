@@ -216,7 +216,7 @@ class QueueHandler(logging.Handler):
             if not self._tree:
                 route = self.route
             elif _modules.get("sentry_sdk") is not None and _peers.seen_by_sentry():
-                route = _peers.SEEN_BY_SENTRY  # the top's Sentry must not report it again
+                route = _peers.mark_seen_by_sentry()  # the top's Sentry must not report it again
             else:
                 route = ""
             key = _wire.static_key(route, record)

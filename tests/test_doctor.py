@@ -772,3 +772,55 @@ class TestCommand:
         assert proc.returncode == status
         assert message in proc.stderr
         assert proc.stdout == ""
+
+
+def _diagnosis(hazards: List[Hazard], **fields: Any) -> forksafe_logging.Diagnosis:
+    base: Dict[str, Any] = {
+        "installed": False, "mode": "forward", "fork_timeout": 0.1, "pid": 1, "python": "3.x",
+        "start_method": "fork", "start_method_is_default": True,
+    }  # fmt: skip
+    base.update(fields)
+    return forksafe_logging.Diagnosis(hazards=tuple(hazards), **base)
+
+
+class TestAdvice:
+    """The report's last word, for each case (built directly: the cases are rare to stage)."""
+
+    THREAD = Hazard("thread", "thread 'x'", "detail", "remedy", False)
+    BUFFER = Hazard("buffer", "MemoryHandler", "detail", "remedy", True)
+    STREAM = Hazard("stream", "StreamHandler", "detail", "remedy", True, needs_thread=True)
+
+    def test_only_what_install_does_not_cover(self) -> None:
+        """Nothing install() covers: no lines to add, the entries to read."""
+        advice = " ".join(_diagnosis([self.THREAD]).advice().split())
+        assert advice.startswith("What to do: install() does not cover what is listed")
+        assert "import forksafe_logging" not in advice
+
+    def test_inherit_mode_and_spawn_children(self) -> None:
+        """inherit/reset give spawn children nothing: the advice is forward mode."""
+        advice = _diagnosis([], mode="inherit", start_method="spawn").advice("app.py, line 3")
+        assert "before app.py, line 3 (the first fork)" in " ".join(advice.split())
+        assert advice.rstrip().endswith("    forksafe_logging.install()")
+        installed = _diagnosis([], installed=True, mode="reset", start_method="forkserver")
+        assert 'install(child="forward") sends what they log' in " ".join(
+            installed.advice().split()
+        )
+
+    def test_installed_with_nothing_listed(self) -> None:
+        assert (
+            _diagnosis([], installed=True).advice() == "What to do: nothing; install() is active."
+        )
+
+    def test_present_and_latent_mixed(self) -> None:
+        """A buffer is a hazard without any thread; the stream, latent, is listed after it."""
+        found = _diagnosis([self.BUFFER, self.STREAM])
+        assert found.latent == (self.STREAM,)
+        assert found.summary == (
+            '1 fork hazard; install(child="forward") covers it; '
+            "1 more only if another thread used logging during a fork."
+        )
+        text = str(found)
+        assert (
+            text.index("[buffer]") < text.index("Only if another thread") < text.index("[stream]")
+        )
+        assert "to cover the hazards above" in " ".join(found.advice().split())

@@ -1,10 +1,11 @@
 """Libraries that hook logging in every process: a record reaches them once.
 
-With the real sentry-sdk, its transport replaced by one that appends each
-event to a file (no network): every error logged in a worker becomes one
-Sentry event, reported by the worker when its Sentry is active (inherited
-through a fork, or initialized there), by the top process otherwise; and
-one line in the top's file.
+With the real sentry-sdk, its transport replaced by one that holds events
+and appends them to a file when flushed (no network): every error logged
+in a worker becomes one Sentry event, reported by the worker when its
+Sentry is active (inherited through a fork, or initialized there) and sent
+by the worker's exit at the latest, by the top process otherwise; and one
+line in the top's file. gevent patching after the import.
 """
 
 from __future__ import annotations
@@ -32,13 +33,23 @@ SENTRY = """
     EVENTS = os.path.abspath("events.jsonl")
 
     class Capture(Transport):
-        # Called in the process whose Sentry captured the event.
+        # Like Sentry's HTTP transport, it holds events until it sends them,
+        # at the latest when flushed; in the process whose Sentry captured them.
+        def __init__(self, options=None):
+            super().__init__(options)
+            self.held = []
+
         def capture_envelope(self, envelope):
             for item in envelope.items:
                 if item.type == "event":
                     entry = item.payload.json.get("logentry") or {}
-                    with open(EVENTS, "a") as f:
-                        f.write(json.dumps([os.getpid(), entry.get("formatted")]) + "\\n")
+                    self.held.append([os.getpid(), entry.get("formatted")])
+
+        def flush(self, timeout, callback=None):
+            held, self.held = self.held, []
+            with open(EVENTS, "a") as f:
+                for event in held:
+                    f.write(json.dumps(event) + "\\n")
 
     def init_sentry():
         sentry_sdk.init(dsn="https://public@sentry.invalid/1", transport=Capture)
@@ -148,3 +159,42 @@ def test_plain_walk_is_the_standard_librarys(monkeypatch: pytest.MonkeyPatch) ->
     assert "ab:a.b:both" in ours
     assert "a:a.b:both" in ours
     assert ours[-1] == 'No handlers could be found for logger "nobody"\n'
+
+
+GEVENT = """
+    import logging, os
+    import forksafe_logging  # before the patching, as a program's imports often are
+    from gevent import monkey
+    monkey.patch_all()  # takes select.epoll away
+    from scenario_lib import report
+
+    logging.basicConfig(filename="app.log", level=logging.INFO, format="%(process)d %(message)s")
+    forksafe_logging.install()
+    pid = os.fork()
+    if pid == 0:
+        logging.info("child")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    logging.info("top")
+    forksafe_logging.flush()
+    report(child=pid, top=os.getpid())
+"""
+
+
+def _gevent_importable() -> bool:
+    try:
+        import gevent  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _gevent_importable(), reason="gevent is not installed: pip install '.[e2e]'"
+)
+@pytest.mark.timeout(60)
+def test_gevent_patched_after_import(scenario: Scenario) -> None:
+    """gevent's patch_all() after the import: the listener starts, and orders the lines."""
+    facts = scenario.run(GEVENT).facts
+    lines = (scenario.tmp_path / "app.log").read_text().splitlines()
+    assert lines == ["%d child" % facts["child"], "%d top" % facts["top"]]
