@@ -73,14 +73,28 @@ def seen_by_sentry() -> bool:
         return False
 
 
+def _logging_defines(cls: type, name: str) -> bool:
+    """Whether ``cls`` gets method ``name`` from ``logging.Logger`` (patched there or not)."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass is logging.Logger
+    return False
+
+
 def handle(logger: logging.Logger, record: logging.LogRecord) -> None:
     """``logger.handle(record)`` as the standard library does it, past any wrapper of callHandlers.
 
-    Where ``handle`` is not the standard library's (a class of the program's
-    overrides it, or something replaced it), that one: it decides, and a
-    wrapper may then see the record.
+    Where the logger's class overrides ``handle`` or ``callHandlers`` (a
+    class of the program's), or ``handle`` is not the standard library's
+    (something replaced it), the logger's own: it decides, and a wrapper may
+    then see the record.
     """
-    if getattr(type(logger).handle, "__module__", None) != "logging":
+    cls = type(logger)
+    if not (
+        _logging_defines(cls, "callHandlers")
+        and _logging_defines(cls, "handle")
+        and getattr(cls.handle, "__module__", None) == "logging"
+    ):
         logger.handle(record)
         return
     if logger.disabled:
@@ -94,7 +108,13 @@ def handle(logger: logging.Logger, record: logging.LogRecord) -> None:
 
 
 def call_handlers(logger: logging.Logger, record: logging.LogRecord) -> None:
-    """The standard library's ``Logger.callHandlers``, whatever has replaced it on the class."""
+    """The standard library's ``Logger.callHandlers``, whatever has replaced it on ``Logger``.
+
+    A class of the program's that overrides it keeps its own.
+    """
+    if not _logging_defines(type(logger), "callHandlers"):
+        logger.callHandlers(record)
+        return
     found = 0
     current: logging.Logger | None = logger
     while current is not None:

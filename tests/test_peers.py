@@ -198,3 +198,31 @@ def test_gevent_patched_after_import(scenario: Scenario) -> None:
     facts = scenario.run(GEVENT).facts
     lines = (scenario.tmp_path / "app.log").read_text().splitlines()
     assert lines == ["%d child" % facts["child"], "%d top" % facts["top"]]
+
+
+def test_plain_walk_passes_wrappers_not_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrapper put on Logger.callHandlers is passed; a program's subclass keeps its own."""
+    wrapped: List[str] = []
+    stock = logging.Logger.callHandlers
+
+    def wrapper(self: logging.Logger, record: logging.LogRecord) -> None:
+        wrapped.append(record.getMessage())
+        stock(self, record)
+
+    monkeypatch.setattr(logging.Logger, "callHandlers", wrapper)
+    got: List[str] = []
+    plain = logging.Logger("plain")
+    handler = _Collect(got)
+    handler.name = "h"
+    plain.addHandler(handler)
+    _peers.handle(plain, plain.makeRecord("plain", logging.ERROR, "f", 1, "one", (), None))
+    assert (got, wrapped) == (["h:plain:one"], [])
+
+    class Own(logging.Logger):
+        def callHandlers(self, record: logging.LogRecord) -> None:
+            got.append("own:" + record.getMessage())
+
+    own = Own("own")
+    _peers.handle(own, own.makeRecord("own", logging.ERROR, "f", 1, "two", (), None))
+    _peers.call_handlers(own, own.makeRecord("own", logging.ERROR, "f", 1, "three", (), None))
+    assert got[1:] == ["own:two", "own:three"]
