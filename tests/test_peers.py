@@ -11,6 +11,7 @@ line in the top's file. gevent patching after the import.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import io
 import json
 import logging
@@ -72,16 +73,13 @@ SENTRY = """
 """
 
 
-def _sentry_importable() -> bool:
-    try:
-        import sentry_sdk  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _importable(name: str) -> bool:
+    """Whether module ``name`` can be imported here (an optional test dependency)."""
+    return importlib.util.find_spec(name) is not None
 
 
 @pytest.mark.skipif(
-    not _sentry_importable(), reason="sentry-sdk is not installed: pip install '.[e2e]'"
+    not _importable("sentry_sdk"), reason="sentry-sdk is not installed: pip install '.[e2e]'"
 )
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(
@@ -181,16 +179,8 @@ GEVENT = """
 """
 
 
-def _gevent_importable() -> bool:
-    try:
-        import gevent  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.mark.skipif(
-    not _gevent_importable(), reason="gevent is not installed: pip install '.[e2e]'"
+    not _importable("gevent"), reason="gevent is not installed: pip install '.[e2e]'"
 )
 @pytest.mark.timeout(60)
 def test_gevent_patched_after_import(scenario: Scenario) -> None:
