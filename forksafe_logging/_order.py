@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -33,33 +32,30 @@ _wrapped: Optional[Callable[[logging.Logger, logging.LogRecord], None]] = None
 _hooked = False
 
 
-class _Inside(threading.local):
-    #: Set while a thread of the top is inside its own records' handlers: a
-    #: record logged from a handler must not wait for a listener that may be
-    #: waiting for that very handler's lock. A class attribute for the
-    #: default: reading a missing thread-local attribute costs ten times more.
-    inside = False
-
-
-_local = _Inside()
-
-
-def never_wait_in_this_thread() -> None:
-    """For the listener's thread: the records it dispatches never wait for it."""
-    _local.inside = True
-
-
 def _call_handlers_in_turn(self: logging.Logger, record: logging.LogRecord) -> None:
+    # No thread-local flag and no try/finally here: this runs for every
+    # record of the top, and the check below is one attribute read and, with
+    # children connected, one epoll_wait(0). What must not wait (a record
+    # logged from inside a handler) is told apart only when it would wait.
     server = _active
-    if server is None or _local.inside:
-        _wrapped(self, record)  # type: ignore[misc]
-        return
-    _local.inside = True
-    try:
+    if server is not None:
         server.wait_turn()
-        _wrapped(self, record)  # type: ignore[misc]
-    finally:
-        _local.inside = False
+    _wrapped(self, record)  # type: ignore[misc]
+
+
+def inside_a_handler() -> bool:
+    """Whether this thread holds the lock of a handler, i.e. logs from inside one.
+
+    Such a record must not wait for the listener, which may be waiting for
+    that very lock to dispatch a child's record. Walks every live handler:
+    only called when a record would otherwise wait.
+    """
+    for ref in list(logging._handlerList):  # type: ignore[attr-defined]
+        handler = ref()
+        owned = getattr(getattr(handler, "lock", None), "_is_owned", None)
+        if owned is not None and owned():
+            return True
+    return False
 
 
 def enable(server: Any) -> None:

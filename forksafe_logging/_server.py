@@ -315,7 +315,7 @@ class Server:
         #: object refuses two callers at once: there, the top's threads take
         #: turns (the listener never polls this one).
         self._watch: Any = None
-        self._watch_lock: Optional[threading.Lock] = None
+        self._watch_lock = threading.Lock()  # for poll() only
         if _epoll is not None:
             with fd_lock:
                 try:
@@ -326,7 +326,9 @@ class Server:
                     child_closes.append(self._watch.fileno())
         if self._watch is None:
             self._watch = _poll()
-            self._watch_lock = threading.Lock()
+            self._peek: Callable[[int, int], List[Any]] = self._peek_in_turn
+        else:
+            self._peek = self._watch.poll  # bound once: every record of the top calls it
         self._watched = 0
         #: True from the start of a round (before anything is read) until
         #: nothing read is left undispatched, held-over records included.
@@ -355,9 +357,6 @@ class Server:
     # -- the listener thread -------------------------------------------------
 
     def _run(self) -> None:
-        # The records this thread dispatches are the children's, not the
-        # top's: they never wait their turn (see _order).
-        _order.never_wait_in_this_thread()
         try:
             self._loop()
         finally:
@@ -817,21 +816,25 @@ class Server:
         # this one was made, so before this poll(): if the poll finds no
         # connection with data, the listener had read that record already,
         # and it is dispatched unless the listener is still busy.
-        watch_lock = self._watch_lock
         try:
-            if watch_lock is None:
-                behind = self._watch.poll(0, 1)
-            else:
-                with watch_lock:
-                    behind = self._watch.poll(0)
+            behind = self._peek(0, 1)
         except (OSError, ValueError):
             return  # closed by stop() meanwhile: the listener is gone
         if not behind and not self._busy:
             return
         if self.pid != os.getpid():
             return  # a child forked without the at-fork hooks (os.fork() from C)
+        if threading.current_thread() is self.thread or _order.inside_a_handler():
+            # A record of a handler that the listener runs, or logged from
+            # inside a handler whose lock the listener may be waiting for:
+            # waiting would be for itself.
+            return
         if self._stopping or not self._call(self._drain, self.order_wait):
             self._give_up()
+
+    def _peek_in_turn(self, timeout: int, _most: int) -> List[Any]:
+        with self._watch_lock:
+            return self._watch.poll(timeout)  # type: ignore[no-any-return]
 
     def set_order_wait(self, seconds: float) -> None:
         """How long a record of this process waits its turn at most; 0: it never waits."""
@@ -920,7 +923,7 @@ class Server:
         with fd_lock:  # a child forked in between would keep them open
             for fd in (self._listening.fileno(), self._wake_r, self._wake_w, *self._connections):
                 forget_descriptor(fd)
-            if self._watch_lock is None:
+            if hasattr(self._watch, "fileno"):  # epoll's descriptor; poll() has none
                 forget_descriptor(self._watch.fileno())
                 self._watch.close()
             for conn in list(self._connections.values()):

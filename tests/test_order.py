@@ -257,3 +257,90 @@ def test_order_wait_checked(value: object, error: type) -> None:
 
     with pytest.raises(error, match="order_wait"):
         forksafe_logging.install(order_wait=value)  # type: ignore[arg-type]
+
+
+NESTED = """
+    import logging, os, time
+    from scenario_lib import report, install_from_argv
+    import forksafe_logging
+
+    install_from_argv()
+    logging.basicConfig(filename="top.log", level=logging.INFO, format="%(message)s")
+    go_r, go_w = os.pipe()
+    sent_r, sent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        kid = logging.getLogger("kid")
+        kid.info("hello")
+        os.write(sent_w, b"x")
+        os.read(go_r, 1)
+        kid.info("behind")  # in the kernel when the call returns
+        os.write(sent_w, b"x")
+        os.read(go_r, 1)
+        os._exit(0)
+
+    took = []
+
+    class Chatty(logging.Handler):
+        # Logs from inside emit(), holding its own lock, which the listener
+        # needs for the child's "behind" record: in the top's thread while
+        # that record is surely behind, and in the listener's thread.
+        def emit(self, record):
+            message = record.getMessage()
+            if message == "outer":
+                os.write(go_w, b"x")
+                os.read(sent_r, 1)
+                started = time.monotonic()
+                logging.getLogger("nested").info("nested in the top")
+                took.append(time.monotonic() - started)
+            elif message == "behind":
+                logging.getLogger("nested").info("nested in the listener")
+
+    def note(record):
+        # A handler's filter runs outside the handler's lock.
+        if record.getMessage() == "behind":
+            logging.getLogger("nested").info("filtered in the listener")
+        return True
+
+    chatty = Chatty()
+    chatty.addFilter(note)
+    logging.getLogger().addHandler(chatty)
+    listener = forksafe_logging.QueueListener()
+    os.read(sent_r, 1)
+    listener.flush(30)  # "hello" handled: a child is connected from now on
+    logging.getLogger("top").info("outer")
+    os.write(go_w, b"x")
+    os.waitpid(pid, 0)
+    listener.flush(30)
+    report(took=took[0], expired=listener.stats()["order_waits_expired"])
+"""
+
+
+def test_logging_from_inside_a_handler_never_waits(scenario: Scenario) -> None:
+    """A record logged from inside a handler goes at once, in the top's threads and the listener's.
+
+    It must not wait its turn behind a child's record that the listener can
+    only dispatch once that handler returns.
+    """
+    from forksafe_logging._server import ORDER_WAIT
+
+    facts = scenario.run(NESTED, {}, timeout=120).facts
+    assert facts["expired"] == 0
+    assert facts["took"] < ORDER_WAIT  # a bound: waiting would last ORDER_WAIT
+    lines = (Path(scenario.tmp_path) / "top.log").read_text().splitlines()
+    # "behind" may come before or after "nested in the top": the listener
+    # writes it to the FileHandler, ahead of Chatty, as soon as it reads it.
+    assert sorted(lines) == sorted(
+        [
+            "hello",
+            "outer",
+            "nested in the top",
+            "behind",
+            "filtered in the listener",
+            "nested in the listener",
+        ]
+    )
+    assert lines[:2] == ["hello", "outer"]
+    assert lines.index("nested in the top") > lines.index("outer")
+    assert lines.index("behind") < lines.index("filtered in the listener")
+    assert lines.index("filtered in the listener") < lines.index("nested in the listener")
