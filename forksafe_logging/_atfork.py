@@ -38,6 +38,7 @@ import time
 
 from forksafe_logging import (
     _compat,
+    _endpoint,
     _forward,
     _reach,
     _server,
@@ -53,12 +54,12 @@ if TYPE_CHECKING:
 # What the hooks use, bound here: reaching an object through a module writes
 # to that module object too (its reference count), and after a fork each
 # page written costs a page fault.
-_child_closes = _server.child_closes
+_child_closes = _endpoint.child_closes
 _close = os.close
 _getpid = os.getpid
 _get_ident = threading.get_ident
 
-#: The thread whose before hook holds ``_server.fd_lock``, or 0.
+#: The thread whose before hook holds ``_endpoint.fd_lock``, or 0.
 _fd_lock_holder = 0
 _modules = sys.modules
 _switch = _forward._switch
@@ -117,7 +118,7 @@ def before_fork() -> None:
     if settings is None and server is None:
         return
     global _fd_lock_holder
-    if _server.fd_lock.acquire(True, _server.FD_LOCK_TIMEOUT):
+    if _endpoint.fd_lock.acquire(True, _endpoint.FD_LOCK_TIMEOUT):
         # No descriptor of ours is between being opened and being listed.
         _fd_lock_holder = _get_ident()
     if settings is not None and settings.child == "forward":
@@ -222,7 +223,7 @@ def after_fork_in_parent() -> None:
     global _fd_lock_holder
     if _fd_lock_holder == _get_ident():
         _fd_lock_holder = 0
-        _server.fd_lock.release()
+        _endpoint.fd_lock.release()
     if not _plans:
         return  # the common case: the before hook needed no plan
     plan = _plans.pop(threading.get_ident(), None)
@@ -257,11 +258,11 @@ def after_fork_in_child() -> None:
         # by our before hook.
         _settings.install_lock._at_fork_reinit()  # type: ignore[attr-defined]
         _server.lock._at_fork_reinit()  # type: ignore[attr-defined]
-        _server.fd_lock._at_fork_reinit()  # type: ignore[attr-defined]
+        _endpoint.fd_lock._at_fork_reinit()  # type: ignore[attr-defined]
     else:  # gevent's locks (patched before we were imported), say
         _settings.install_lock = threading.Lock()
         _server.lock = threading.Lock()
-        _server.fd_lock = threading.RLock()
+        _endpoint.fd_lock = threading.RLock()
     _fd_lock_holder = 0
     if _compat.quiet_filters:
         _compat.unquiet_fork_warning(every=True)
@@ -271,7 +272,7 @@ def after_fork_in_child() -> None:
     # descriptors: a child that kept the listening socket open would keep
     # accepting connections into a backlog nobody reads once the top process
     # has died, and one that kept a connection open would hide its sender's
-    # death from the listener. By number (see _server.child_closes), and
+    # death from the listener. By number (see _endpoint.child_closes), and
     # nothing else; the list is emptied, or this child's own children would
     # close the numbers again when they may be this child's files. What the
     # objects of the listener and of the connection are to this child is

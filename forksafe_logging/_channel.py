@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from forksafe_logging import _compat, _peers, _server, _streams, _wire
+from forksafe_logging import _compat, _endpoint, _peers, _server, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ class _Ledger:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         # A forked child closes its copy by number, as it does the
-        # listener's (see _server.child_closes), and this object, which the
+        # listener's (see _endpoint.child_closes), and this object, which the
         # child has too, must never close that number again: the socket is
         # not freed until this process closes it.
         self.pinned = _streams.pin(sock)
@@ -265,7 +265,7 @@ class _Ledger:
             records.popleft()
 
     def close(self) -> None:
-        _server.close_listed(self.sock)
+        _endpoint.close_listed(self.sock)
         self.pinned.clear()
 
 
@@ -299,9 +299,9 @@ class Channel:
         if where is None:
             raise ListenerGone("no listener: install() was not called in a parent process")
         _, key, address = where
-        with _server.fd_lock:  # see there: a child forked now must not keep it
+        with _endpoint.fd_lock:  # see there: a child forked now must not keep it
             sock = _Socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            _server.child_closes.append(sock.fileno())
+            _endpoint.child_closes.append(sock.fileno())
         try:
             # A busy listener accepts late: that is a slow listener, not a
             # dead one, so the wait is the caller's timeout (None: wait).
@@ -309,20 +309,20 @@ class Channel:
             sock.connect(address)
             if address.startswith("\0"):
                 _check_owner(sock)
-            challenge = _recv_exactly(sock, _server.CHALLENGE_SIZE)
-            ours = os.urandom(_server.CHALLENGE_SIZE)
-            sock.sendall(_server.answer(key, challenge) + ours)
+            challenge = _recv_exactly(sock, _endpoint.CHALLENGE_SIZE)
+            ours = os.urandom(_endpoint.CHALLENGE_SIZE)
+            sock.sendall(_endpoint.answer(key, challenge) + ours)
             # Nothing is sent before the listener proves it holds the key:
             # whoever took the name over after the top died does not.
-            proof = _recv_exactly(sock, _server.CHALLENGE_SIZE)
-            if not _server.is_listener_proof(key, ours, proof):
+            proof = _recv_exactly(sock, _endpoint.CHALLENGE_SIZE)
+            if not _endpoint.is_listener_proof(key, ours, proof):
                 raise PermissionError("the listener could not prove it holds the tree's key")
             # A deeper buffer means fewer waits and wake-ups when the listener
             # is momentarily behind (measured: ~10% more throughput with four
             # workers on two cores). The kernel caps it at net.core.wmem_max.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         except BaseException:
-            _server.close_listed(sock)
+            _endpoint.close_listed(sock)
             raise
         self.ledger = _Ledger(sock)
         _check_at_exit_of_this_process()

@@ -1,12 +1,13 @@
 """The process tree's listener: one thread in the top process that reads every channel.
 
-Each process of the tree opens its own connection to a Unix socket (an
-abstract one on Linux, see :data:`ABSTRACT`). A connection must first answer a random
-challenge with an HMAC of the tree's secret key; then it carries frames
-(:mod:`forksafe_logging._wire`). One thread multiplexes all connections with
-a selector, decodes each frame into a ``LogRecord`` and dispatches it in this
-process: through the logger tree (route ``""``) or to a
-:class:`~forksafe_logging.QueueHandler`'s handlers (its route name).
+Each process of the tree opens its own connection to a Unix socket (its
+address and the handshake are :mod:`forksafe_logging._endpoint`'s). A
+connection must first answer a random challenge with a MAC of the tree's
+secret key; then it carries frames (:mod:`forksafe_logging._wire`). One
+thread multiplexes all connections with a selector, decodes each frame into
+a ``LogRecord`` and dispatches it in this process: through the logger tree
+(route ``""``) or to a :class:`~forksafe_logging.QueueHandler`'s handlers
+(its route name).
 """
 
 from __future__ import annotations
@@ -17,24 +18,19 @@ import os
 import select
 import selectors
 import socket
-import stat
-import sys
 import threading
 import time
-import traceback
-import weakref
 
-from forksafe_logging import _compat, _order, _peers, _reach, _streams, _wire
+from forksafe_logging import _compat, _endpoint, _order, _reach, _router, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
     #: A record read: when it was made, its route, the record, and which
     #: record of which connection it was.
     _Item = Tuple[float, str, logging.LogRecord, "_Connection", int]
 
-CHALLENGE_SIZE = 32
 #: An unauthenticated connection is closed after this many seconds (a real
 #: sender answers the challenge at once)...
 HANDSHAKE_TIMEOUT = 5.0
@@ -54,168 +50,6 @@ _ROUND_LIMIT = 1 << 22
 #: How long a record of the top waits at most for the listener to handle
 #: what children sent before it (:meth:`Server.wait_turn`).
 ORDER_WAIT = 1.0
-#: sun_path holds 108 bytes on Linux, with the terminating NUL.
-_MAX_SOCKET_PATH = 107
-
-
-# Keyed BLAKE2b is a MAC by design. From the private modules when they are
-# there: hashlib and hmac would load OpenSSL's libcrypto into every process
-# of the tree, and each shared library mapped makes every fork slower.
-try:
-    from _blake2 import blake2b as _blake2b
-    from _operator import _compare_digest as compare_digest
-except ImportError:  # pragma: no cover - an interpreter built without them
-    from hashlib import blake2b as _blake2b
-    from hmac import compare_digest  # type: ignore[no-redef]
-
-
-def answer(key: bytes, challenge: bytes) -> bytes:
-    """The response that proves knowledge of ``key``."""
-    return _blake2b(challenge, key=key, digest_size=32).digest()
-
-
-def listener_answer(key: bytes, challenge: bytes) -> bytes:
-    """The listener's proof, to a sender's challenge, that it holds ``key``.
-
-    Keyed apart from :func:`answer` (a different personalization), so that
-    what a sender computes for whoever it connected to never serves as the
-    listener's proof to another sender.
-    """
-    return _blake2b(challenge, key=key, digest_size=32, person=b"listener").digest()
-
-
-def is_listener_proof(key: bytes, challenge: bytes, proof: bytes) -> bool:
-    """Whether ``proof`` is the listener's answer to ``challenge`` (in constant time)."""
-    return compare_digest(proof, listener_answer(key, challenge))
-
-
-#: Where the listener's socket is. On Linux, a name in the abstract socket
-#: namespace: it has no entry in any filesystem, and the kernel removes it
-#: with the last descriptor of the socket, whatever way the top process
-#: exits (SIGKILL and crashes too), so nothing is ever left behind. Anyone
-#: on the machine may connect to such a socket: the challenge keeps out whoever
-#: lacks the tree's key, and a sender checks the listener's owner before it
-#: sends anything (see _channel). Elsewhere, a socket file in a directory only
-#: this user can enter, with the directories of dead listeners swept away.
-ABSTRACT = sys.platform.startswith("linux")
-
-_DIRECTORY_PREFIX = "forksafe-logging-"
-
-
-def _abstract_address(pid: int) -> str:
-    return "\0%s%d-%s" % (_DIRECTORY_PREFIX, pid, os.urandom(8).hex())
-
-
-def _private_directory(under: Optional[str] = None) -> str:
-    """A new directory that only this user can enter (mode 0700), for the socket.
-
-    Under ``under``, else the first writable of the places ``tempfile``
-    looks at (honouring ``tempfile.tempdir`` if the program has imported it).
-    Not ``tempfile.mkdtemp()`` itself: importing tempfile imports shutil, bz2,
-    lzma and random into every process of the tree, and every module a
-    process has imported makes each of its forks slower. The name carries
-    this process's pid, so that a later listener can tell that its owner is
-    dead (see :func:`_sweep`).
-    """
-    if under is not None:
-        places = [under]
-    else:
-        tempfile = sys.modules.get("tempfile")
-        chosen = getattr(tempfile, "tempdir", None)
-        places = [chosen] if chosen else []
-        places += [os.environ.get(name, "") for name in ("TMPDIR", "TEMP", "TMP")]
-        places += ["/tmp", "/var/tmp", "/usr/tmp", os.getcwd()]
-    name = "%s%d-" % (_DIRECTORY_PREFIX, os.getpid())
-    for place in places:
-        if not place or not _safe_parent(place):
-            continue
-        for _ in range(100):
-            path = os.path.abspath(os.path.join(place, name + os.urandom(6).hex()))
-            try:
-                os.mkdir(path, 0o700)
-            except FileExistsError:
-                continue
-            except OSError:
-                break  # not there, not writable: the next place
-            _sweep(place)
-            return path
-    raise FileNotFoundError(
-        "no place for the listener's socket: none of TMPDIR, TEMP, TMP, /tmp, /var/tmp, "
-        "/usr/tmp or the working directory is writable and safe (a directory anyone may "
-        "write to needs the sticky bit)"
-    )
-
-
-def _safe_parent(place: str) -> bool:
-    """Whether only its owner can rename what this user makes in ``place``.
-
-    In a directory anyone may write to without the sticky bit (``/tmp``
-    has it), another user could rename our socket's directory away and put
-    one of their own under its name.
-    """
-    try:
-        mode = os.stat(place).st_mode
-    except OSError:
-        return False
-    return not (mode & stat.S_IWOTH) or bool(mode & stat.S_ISVTX)
-
-
-def _sweep(place: str) -> None:
-    """Remove the socket directories in ``place`` that this user's dead listeners left.
-
-    A listener removes its directory when it stops, but a process killed
-    (SIGKILL, a crash, ``os._exit``) cannot: the next listener started on
-    the machine by the same user removes it instead.
-    """
-    uid = os.geteuid()
-    try:
-        names = os.listdir(place)
-    except OSError:
-        return
-    for name in names:
-        if not name.startswith(_DIRECTORY_PREFIX):
-            continue
-        pid_text = name[len(_DIRECTORY_PREFIX) :].split("-", 1)[0]
-        if not pid_text.isdigit():
-            continue
-        path = os.path.join(place, name)
-        try:
-            if os.lstat(path).st_uid != uid:
-                continue
-            os.kill(int(pid_text), 0)
-            continue  # its owner is alive
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue  # alive but not ours to signal, or gone meanwhile
-        try:
-            for entry in os.listdir(path):
-                os.unlink(os.path.join(path, entry))
-            os.rmdir(path)
-        except OSError:
-            pass
-
-
-def _bind() -> Tuple[socket.socket, str, Optional[str]]:
-    """The listening socket, its address, and its directory (``None`` if abstract)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        if ABSTRACT:
-            address = _abstract_address(os.getpid())
-            sock.bind(address)
-            return sock, address, None
-        directory = _private_directory()
-        address = os.path.join(directory, "listener.sock")
-        if len(os.fsencode(address)) > _MAX_SOCKET_PATH:
-            # A long TMPDIR: Unix socket paths are limited to 107 bytes.
-            os.rmdir(directory)
-            directory = _private_directory("/tmp")
-            address = os.path.join(directory, "listener.sock")
-        sock.bind(address)
-        return sock, address, directory
-    except BaseException:
-        sock.close()
-        raise
 
 
 class _Connection:
@@ -259,17 +93,17 @@ class Server:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.key = os.urandom(32)
-        with fd_lock:
-            self._listening, self.address, self.directory = _bind()
+        with _endpoint.fd_lock:
+            self._listening, self.address, self.directory = _endpoint.bind()
             self._wake_r, self._wake_w = os.pipe()
-            child_closes.extend((self._listening.fileno(), self._wake_r, self._wake_w))
+            _endpoint.child_closes.extend((self._listening.fileno(), self._wake_r, self._wake_w))
         #: How descendants reach this listener: ``(pid, key, socket address)``.
         self.endpoint = (self.pid, self.key, self.address)
         self._listening.listen(128)
         self._listening.setblocking(False)
         os.set_blocking(self._wake_r, False)
         # Never freed, in any process: a forked child closes its copies of
-        # these descriptors by number (see child_closes), so no socket object
+        # these descriptors by number (see _endpoint.child_closes), so no socket object
         # of this server may close them again when it is deallocated, by
         # which time the numbers may be the child's own files.
         _streams.abandon(self)
@@ -280,12 +114,6 @@ class Server:
         self._connections: Dict[int, _Connection] = {}
         self._requests: List[Callable[[], None]] = []
         self._stopping = False
-        self._loggers: Dict[str, logging.Logger] = {}
-        #: The kinds of dispatch errors already reported.
-        self._reported: Set[type] = set()
-        #: Handlers (forksafe QueueHandlers) that receive records sent on their route.
-        self.route_owners: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._routes: Dict[str, Callable[[logging.LogRecord], None]] = {}
         self.stats = {
             "records": 0,
             "connections": 0,
@@ -298,6 +126,8 @@ class Server:
             "accept_errors": 0,
             "order_waits_expired": 0,
         }
+        self.router = _router.Router(self.stats)
+        self._dispatch = self.router.dispatch
         #: Connections that have not answered the challenge yet, oldest first
         #: (a dict as an ordered set).
         self._pending: Dict[_Connection, None] = {}
@@ -317,13 +147,13 @@ class Server:
         self._watch: Any = None
         self._watch_lock = threading.Lock()  # for poll() only
         if _epoll is not None:
-            with fd_lock:
+            with _endpoint.fd_lock:
                 try:
                     self._watch = _epoll()
                 except OSError:  # out of descriptors: poll() needs none
                     pass
                 else:
-                    child_closes.append(self._watch.fileno())
+                    _endpoint.child_closes.append(self._watch.fileno())
         if self._watch is None:
             self._watch = _poll()
             self._peek: Callable[[int, int], List[Any]] = self._peek_in_turn
@@ -366,7 +196,7 @@ class Server:
                 # next write fails, its new connection is refused, and it
                 # writes to its stderr from then on. What was sent before
                 # that is handled first, if this thread still can.
-                _warn("the listener thread stopped; processes of the tree write to stderr")
+                _router.warn("the listener thread stopped; processes of the tree write to stderr")
                 _order.disable(self)  # the top's records: no waiting for this thread
                 try:
                     self._last_reads()
@@ -377,7 +207,7 @@ class Server:
     def _abandon_connections(self) -> None:
         _order.disable(self)
         self._stalled = True  # nothing to wait for, for good
-        close_listed(self._listening)
+        _endpoint.close_listed(self._listening)
         for conn in list(self._connections.values()):
             self._close(conn)
         self._held = []
@@ -403,7 +233,7 @@ class Server:
 
     def _last_reads(self) -> None:
         """Refuse what comes next, handle what has come, held-over records too."""
-        close_listed(self._listening)
+        _endpoint.close_listed(self._listening)
         connections = list(self._connections.values())
         for conn in connections:
             # After SHUT_RD a sender's write fails at once; what the kernel
@@ -441,7 +271,7 @@ class Server:
             except BaseException as exc:
                 # The thread must outlive any one connection's trouble:
                 # if it died, every sender would wait for it forever.
-                _warn("the listener hit an unexpected error: %r" % (exc,))
+                _router.warn("the listener hit an unexpected error: %r" % (exc,))
                 if isinstance(key.data, _Connection):
                     self._close(key.data)
         # After the events: an answer that has arrived counts, however
@@ -551,7 +381,7 @@ class Server:
 
     def _accept(self) -> None:
         while True:
-            with fd_lock:
+            with _endpoint.fd_lock:
                 try:
                     sock, _ = self._listening.accept()
                 except (BlockingIOError, InterruptedError):  # none left
@@ -563,13 +393,13 @@ class Server:
                     self._selector.unregister(self._listening)
                     self._accept_resumes = time.monotonic() + ACCEPT_PAUSE
                     return
-                child_closes.append(sock.fileno())
-            challenge = os.urandom(CHALLENGE_SIZE)
+                _endpoint.child_closes.append(sock.fileno())
+            challenge = os.urandom(_endpoint.CHALLENGE_SIZE)
             try:
                 sock.setblocking(False)
                 sock.send(challenge)  # fits: a fresh socket's buffer is empty
             except OSError:
-                close_listed(sock)
+                _endpoint.close_listed(sock)
                 continue
             conn = _Connection(sock, challenge)
             self._connections[sock.fileno()] = conn
@@ -594,7 +424,7 @@ class Server:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
             pass
-        close_listed(conn.sock)
+        _endpoint.close_listed(conn.sock)
 
     def _read(self, conn: _Connection) -> bool:
         """Read what ``conn`` has queued, up to _ROUND_LIMIT; True if more may be left.
@@ -644,12 +474,13 @@ class Server:
         pos = 0
         if not conn.authenticated:
             # The sender's answer to our challenge, then its own challenge.
-            if len(buf) < 2 * CHALLENGE_SIZE:
+            if len(buf) < 2 * _endpoint.CHALLENGE_SIZE:
                 return True
-            if not compare_digest(bytes(buf[:CHALLENGE_SIZE]), answer(self.key, conn.challenge)):
+            response = bytes(buf[: _endpoint.CHALLENGE_SIZE])
+            if not _endpoint.is_answer(self.key, conn.challenge, response):
                 self.stats["auth_failures"] += 1
                 return False
-            theirs = bytes(buf[CHALLENGE_SIZE : 2 * CHALLENGE_SIZE])
+            theirs = bytes(buf[_endpoint.CHALLENGE_SIZE : 2 * _endpoint.CHALLENGE_SIZE])
             # Watched before the answer goes: from it on, the sender may
             # send records, return, and cause a record of the top.
             conn.authenticated = True
@@ -658,11 +489,11 @@ class Server:
             self._idle = False
             try:
                 # Fits: nothing else is ever sent on this socket.
-                conn.sock.send(listener_answer(self.key, theirs))
+                conn.sock.send(_endpoint.listener_answer(self.key, theirs))
             except OSError:
                 return False
             self._pending.pop(conn, None)
-            pos = 2 * CHALLENGE_SIZE
+            pos = 2 * _endpoint.CHALLENGE_SIZE
         unpack = _wire.HEADER.unpack_from
         feed = conn.decoder.feed
         size = len(buf)
@@ -703,87 +534,6 @@ class Server:
             conn.sock.send(_wire.levels_message(*_reach.levels()))
         except OSError:
             pass  # fits: asked before any record, so nothing else is queued
-
-    def _dispatch(self, route: str, record: logging.LogRecord) -> None:
-        self.stats["records"] += 1
-        try:
-            seen = route == _peers.SEEN_BY_SENTRY
-            if route and not seen:
-                target = self._routes.get(route)
-                if target is None:
-                    target = self._find_route(route)
-                if target is not None:
-                    target(record)
-                    return
-            # The caller's level check happened in the child with the child's
-            # copy of the levels; this one applies the levels configured here.
-            logger = self._existing_logger(record.name)
-            if logger is not None:
-                if logger.isEnabledFor(record.levelno):
-                    if seen:
-                        _peers.handle(logger, record)
-                    else:
-                        logger.handle(record)
-            else:
-                # A logger the child made and this process has not: handled
-                # as that new logger would handle it (level NOTSET, no
-                # handlers or filters of its own, propagating), without
-                # making it. Made, it would stay for the life of the process,
-                # one per name any child ever used.
-                parent = _nearest_logger(record.name)
-                levelno = record.levelno
-                if logging.Logger.manager.disable < levelno >= parent.getEffectiveLevel():
-                    if seen:
-                        _peers.call_handlers(parent, record)
-                    else:
-                        parent.callHandlers(record)
-        except BaseException as exc:
-            # SystemExit from a handler, asyncio.CancelledError...: in this
-            # thread they would end it, and the tree's senders would wait.
-            self.stats["dispatch_errors"] += 1
-            self._report(exc)
-
-    def _existing_logger(self, name: str) -> Optional[logging.Logger]:
-        """The logger ``name`` if this process has it; None if it would have to be made."""
-        logger = self._loggers.get(name)
-        if logger is not None:
-            return logger
-        manager = logging.Logger.manager
-        found = manager.loggerDict.get(name)
-        if isinstance(found, logging.Logger):
-            logger = found
-        elif name == logging.root.name:
-            logger = logging.root
-        elif (manager.loggerClass or logging.getLoggerClass()) is not logging.Logger:
-            # A class of the program's may handle records its own way: made,
-            # as logging would make it.
-            logger = logging.getLogger(name)
-        else:
-            return None
-        self._loggers[name] = logger
-        return logger
-
-    def _report(self, exc: BaseException) -> None:
-        """Like ``Handler.handleError``: the traceback on stderr, once per kind of error."""
-        kind = type(exc)
-        if kind in self._reported:
-            return
-        self._reported.add(kind)
-        try:
-            text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
-        except Exception:
-            text = repr(exc)
-        _warn(
-            "a record from another process could not be handled (later errors of this kind "
-            "are only counted, in QueueListener.stats()['dispatch_errors']):\n" + text.rstrip()
-        )
-
-    def _find_route(self, route: str) -> Optional[Callable[[logging.LogRecord], None]]:
-        for owner in list(self.route_owners):
-            if owner.route == route:
-                self._routes[route] = owner.dispatch
-                return owner.dispatch  # type: ignore[no-any-return]
-        return None
 
     def _serve_requests(self) -> None:
         try:
@@ -920,11 +670,11 @@ class Server:
                 pass
 
     def _release_resources(self) -> None:
-        with fd_lock:  # a child forked in between would keep them open
+        with _endpoint.fd_lock:  # a child forked in between would keep them open
             for fd in (self._listening.fileno(), self._wake_r, self._wake_w, *self._connections):
-                forget_descriptor(fd)
+                _endpoint.forget_descriptor(fd)
             if hasattr(self._watch, "fileno"):  # epoll's descriptor; poll() has none
-                forget_descriptor(self._watch.fileno())
+                _endpoint.forget_descriptor(self._watch.fileno())
                 self._watch.close()
             for conn in list(self._connections.values()):
                 conn.sock.close()
@@ -938,8 +688,7 @@ class Server:
         self._selector.close()
         # This object is never freed (see __init__): let go of the program's
         # objects it holds, the handlers of the routes above all.
-        self._routes.clear()
-        self._loggers.clear()
+        self.router.forget()
         self._requests = []
 
 
@@ -961,63 +710,10 @@ def _stamp(record: logging.LogRecord) -> float:
         return 0.0
 
 
-def _nearest_logger(name: str) -> logging.Logger:
-    """The logger that would be the parent of a new logger ``name`` (as ``_fixupParents``)."""
-    loggers = logging.Logger.manager.loggerDict
-    end = name.rfind(".")
-    while end > 0:
-        found = loggers.get(name[:end])
-        if isinstance(found, logging.Logger):
-            return found
-        end = name.rfind(".", 0, end)
-    return logging.root
-
-
-def _warn(message: str) -> None:
-    try:
-        sys.stderr.write("forksafe_logging: %s\n" % message)
-    except Exception:
-        pass
-
-
 _server: Optional[Server] = None
 #: Guards starting and stopping the listener, and the at-fork hooks'
 #: registration; re-initialized in a forked child (see _atfork).
 lock = threading.Lock()
-
-#: Descriptors of this process's listener, which a forked child closes its
-#: copies of (in ``_atfork.after_fork_in_child``). Another thread may be changing it at a fork:
-#: a number is added once it is open and removed before it is closed, so
-#: whatever the child sees, it closes only descriptors that are ours.
-child_closes: List[int] = []
-
-#: Held from the moment such a descriptor is opened until its number is in
-#: ``child_closes``, and taken by the before-fork hook: so no fork happens
-#: in between. (A child given the listener's end of a sibling's connection
-#: would keep it open after the sibling's parent died, and the sibling would
-#: never learn that nobody reads it.) Only ever held for a few calls that
-#: do not block. Re-entrant: on 3.14 an exception from a signal handler can
-#: leave it taken by the thread it interrupted (see _compat.reclaim), which
-#: must not then wait for itself.
-fd_lock = threading.RLock()
-
-#: How long a fork waits for :data:`fd_lock`; past it, it goes ahead.
-FD_LOCK_TIMEOUT = 1.0
-
-
-def forget_descriptor(fd: int) -> None:
-    try:
-        child_closes.remove(fd)
-    except ValueError:
-        pass
-
-
-def close_listed(sock: socket.socket) -> None:
-    """Close a socket whose number is in ``child_closes``, and take it out."""
-    with fd_lock:  # a child forked in between would keep it open
-        forget_descriptor(sock.fileno())  # before the number can be reused
-        sock.close()
-
 
 #: What must happen once a listener runs in this process: forks must be made
 #: safe around it. ``_atfork`` adds the registration of its hooks when it is

@@ -153,7 +153,7 @@ class QueueHandler(logging.Handler):
             self._targets = [h for h in found if h is not None]
         if not descendant:
             server = _start_listener()
-            server.route_owners.add(self)
+            server.router.route_owners.add(self)
 
     def _setup(self, timeout: Optional[float], respect_handler_level: bool) -> None:
         self._targets = []

@@ -22,8 +22,8 @@ PACKAGE = Path(forksafe_logging.__file__).resolve().parent
 LAYERS: List[Set[str]] = [
     # Pure helpers and state, importing nothing of the package.
     {"_compat", "_settings", "_streams", "_wire", "_order", "_peers", "_structlog_locks",
-     "_article"},
-    {"_reach"},  # walking the logging configuration
+     "_endpoint", "_article"},
+    {"_reach", "_router"},  # walking the logging configuration; dispatching a child's record
     {"_server", "_naming"},  # the listener; naming what the walk finds
     {"_channel"},  # a sender's connection to the listener
     {"handlers"},  # QueueHandler and QueueListener

@@ -45,11 +45,11 @@ def unix_names() -> str:
 EXIT_WAYS = """
 import logging, os, signal, sys
 import forksafe_logging
-from forksafe_logging import _server
+from forksafe_logging import _endpoint, _server
 from scenario_lib import child, report
 
 if sys.argv[2] == "files":
-    _server.ABSTRACT = False  # the socket file of systems without abstract sockets
+    _endpoint.ABSTRACT = False  # the socket file of systems without abstract sockets
 logging.basicConfig(filename="out.log", level=logging.INFO, format="%(process)d %(message)s")
 forksafe_logging.install()
 assert child(lambda: logging.getLogger("child").info("from a child")) == "ok"
@@ -311,7 +311,7 @@ def test_no_child_inherits_a_connection(tmp_path: Path, side: str) -> None:
 STRANGERS = """
 import json, logging, os, resource, socket, sys, threading, time
 import forksafe_logging
-from forksafe_logging import _server
+from forksafe_logging import _endpoint, _server
 from scenario_lib import child, report
 
 _server.HANDSHAKE_TIMEOUT = float(sys.argv[2])
@@ -338,7 +338,7 @@ def closed_by_listener(sock):
     while True:
         chunk = sock.recv(4096)
         if not chunk:
-            return len(data) == _server.CHALLENGE_SIZE
+            return len(data) == _endpoint.CHALLENGE_SIZE
         data += chunk
 
 
@@ -415,10 +415,10 @@ def test_out_of_descriptors_pauses_accepting(tmp_path: Path) -> None:
 WHERE = """
 import logging, os
 import forksafe_logging
-from forksafe_logging import _server
+from forksafe_logging import _endpoint, _server
 from scenario_lib import report
 
-_server.ABSTRACT = False  # the socket file of systems without abstract sockets
+_endpoint.ABSTRACT = False  # the socket file of systems without abstract sockets
 forksafe_logging.install()
 report(address=forksafe_logging.QueueListener().address)
 """

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 PRELUDE = """
 import errno, gc, json, logging, os, sys, threading
 import forksafe_logging
-from forksafe_logging import _forward, _server, _settings
+from forksafe_logging import _endpoint, _forward, _server, _settings
 from scenario_lib import report
 
 class Noting(logging.FileHandler):
@@ -379,7 +379,7 @@ def child():
     global fd
     logging.getLogger("c").info("from the child")  # connects
     fd = _channel._channel.sock.fileno()
-    listed = fd in _server.child_closes
+    listed = fd in _endpoint.child_closes
     result = {"listed": listed, "grandchild": in_child(grandchild)}
     # A connection this process closes itself (as after a timeout) is
     # unlisted first, and then its socket object may be freed.
@@ -391,7 +391,7 @@ def child():
     ledger.close()
     del ledger
     gc.collect()
-    result["after_discard"] = {"listed": fd in _server.child_closes, "freed": sock() is None}
+    result["after_discard"] = {"listed": fd in _endpoint.child_closes, "freed": sock() is None}
     return result
 
 report(child=in_child(child), lines=lines(), others=calls_from_others())
@@ -416,7 +416,7 @@ class TestListenerDescriptors:
         + """
 import atexit
 
-inherited = list(_server.child_closes)
+inherited = list(_endpoint.child_closes)
 server = _server.current()
 
 def grandchild():
@@ -445,7 +445,7 @@ def child():
         "reused": sorted(reopened) == sorted(inherited),
         "open_in_grandchild": open_in_grandchild,
         "open_after_collect": [not closed(fd) for fd in reopened],
-        "left_to_close": list(_server.child_closes),
+        "left_to_close": list(_endpoint.child_closes),
     }
 
 report(count=len(inherited), child=in_child(child))
@@ -585,17 +585,17 @@ def test_private_directory_without_tempfile(
     import sys
     from pathlib import Path
 
-    from forksafe_logging import _server
+    from forksafe_logging import _endpoint
 
     monkeypatch.delitem(sys.modules, "tempfile", raising=False)
     missing = Path(str(tmp_path)) / "missing"
     monkeypatch.setenv("TMPDIR", str(missing))  # not there: the next place is tried
     monkeypatch.setenv("TEMP", str(tmp_path))
-    made = Path(_server._private_directory())
+    made = Path(_endpoint._private_directory())
     assert made.parent == Path(str(tmp_path))
     assert made.name.startswith("forksafe-logging-%d-" % os.getpid())
     assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
-    other = Path(_server._private_directory(str(tmp_path)))
+    other = Path(_endpoint._private_directory(str(tmp_path)))
     assert other != made
     assert other.parent == Path(str(tmp_path))
 

@@ -292,12 +292,12 @@ class TestListenerSocket:
         import os
         import tempfile
 
-        from forksafe_logging import _server
+        from forksafe_logging import _endpoint
 
         long_dir = tmp_path / ("d" * 100)
         long_dir.mkdir()
         monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
-        monkeypatch.setattr(_server, "ABSTRACT", False)
+        monkeypatch.setattr(_endpoint, "ABSTRACT", False)
         listener = forksafe_logging.QueueListener()
         assert os.path.dirname(os.path.dirname(listener.address)) == "/tmp"
         assert os.stat(os.path.dirname(listener.address)).st_mode & 0o777 == 0o700
