@@ -22,10 +22,10 @@ PACKAGE = Path(forksafe_logging.__file__).resolve().parent
 LAYERS: List[Set[str]] = [
     # Pure helpers and state, importing nothing of the package.
     {"_compat", "_settings", "_streams", "_wire", "_order", "_peers", "_structlog_locks",
-     "_endpoint", "_article"},
+     "_endpoint", "_article", "_diagnosis"},
     {"_reach", "_router"},  # walking the logging configuration; dispatching a child's record
     {"_server", "_naming"},  # the listener; naming what the walk finds
-    {"_channel"},  # a sender's connection to the listener
+    {"_channel", "_detect"},  # a sender's connection to the listener; fork-hazard detectors
     {"handlers"},  # QueueHandler and QueueListener
     {"_forward", "_held"},  # forwarding children; the held-lock warning
     {"_atfork"},  # the fork hooks
