@@ -40,21 +40,21 @@ def forward_tree() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
 
     Returns what was taken, so that ``uninstall()`` can put it back.
     """
-    forwarder = _new_forwarder()
+    handler = forwarder()
     taken = []
     for logger in _reach.loggers():
         taken.append((logger, logger.handlers[:], logger.filters[:]))
         # New lists, not changed in place: from 3.14 another thread's
         # callHandlers() walks a logger's list without the module lock,
         # counting on every change being a new list (as removeHandler does).
-        logger.handlers = _forwarding_handlers(logger, forwarder)
+        logger.handlers = _forwarding_handlers(logger, handler)
         logger.filters = []
     return taken
 
 
-def _forwarding_handlers(logger: logging.Logger, forwarder: logging.Handler) -> List[Any]:
-    """A forwarder where a record's walk up the tree ends: once per record, always."""
-    return [forwarder] if logger is logging.root or not logger.propagate else []
+def _forwarding_handlers(logger: logging.Logger, handler: logging.Handler) -> List[Any]:
+    """The forwarder where a record's walk up the tree ends: once per record, always."""
+    return [handler] if logger is logging.root or not logger.propagate else []
 
 
 def rewire_in_fork_hook(lock: Any) -> None:
@@ -217,12 +217,12 @@ def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     # Made in the parent (prepare_forwarder): a handler made here would cost
     # about 100 us of faults in logging's registries.
     prepared = _forwarder is not None
-    forwarder = _forwarder if _forwarder is not None else _new_forwarder()
+    handler = forwarder()
     taken = []
     for logger in _reach.loggers():
         handlers = logger.handlers
         filters = logger.filters
-        forwarding = _forwarding_handlers(logger, forwarder)
+        forwarding = _forwarding_handlers(logger, handler)
         if not (handlers or filters or forwarding):
             continue
         taken.append((logger, handlers, filters))
@@ -244,15 +244,22 @@ _forwarder: Optional[logging.Handler] = None
 _keep_forever: List[Any] = []
 
 
-def _new_forwarder() -> logging.Handler:
-    return tree_forwarder()
+def forwarder() -> logging.Handler:
+    """This process's one forwarder, made on first use: logging's and structlog's records share it.
+
+    A forked child has the one its parent made before the fork
+    (:func:`prepare_forwarder`).
+    """
+    global _forwarder
+    if _forwarder is None:
+        _forwarder = tree_forwarder()
+    return _forwarder
 
 
 def prepare_forwarder() -> None:
     """Make, while it is cheap, what forked children will need to forward."""
-    global _forwarder
     if _forwarder is None:
-        _forwarder = _new_forwarder()
+        forwarder()
         # The list, and what a child appends to it, outlive even interpreter
         # shutdown in every process of the tree.
         _streams.abandon(_keep_forever)

@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "pip install 'forksafe_logging[structlog]'"
     ) from exc
 
-from forksafe_logging import _wire
+from forksafe_logging import _forward, _wire
 from forksafe_logging import handlers as _handlers
 
 __all__ = ["SendToListener", "add_process_info"]
@@ -80,16 +80,11 @@ def _caller() -> Tuple[str, int, Optional[str]]:
     return "(unknown file)", 0, None
 
 
-_forwarder: Optional[logging.Handler] = None
-
-
 def _send(logger: logging.Logger, record: logging.LogRecord) -> None:
-    global _forwarder
     if _handlers._is_descendant():
-        # The top process's listener dispatches it through its logger tree.
-        if _forwarder is None:
-            _forwarder = _handlers.tree_forwarder()
-        _forwarder.handle(record)
+        # The top process's listener dispatches it through its logger tree,
+        # sent by the forwarder this process's logging records use too.
+        _forward.forwarder().handle(record)
     else:
         # The top of the tree, or a process with no listener: it is handled
         # here, as if logged through ``logger``.
