@@ -129,3 +129,24 @@ def scenario(tmp_path: Path) -> Scenario:
 #: ``install()`` options for the two sides of a control test.
 WITH = {"child": "inherit"}
 WITHOUT = None
+
+
+START_METHODS = pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+
+#: Common top of the transport scenarios (test_transport, test_channel,
+#: test_server, test_wire): a file handler in the top process, install().
+PRELUDE = """
+import collections, json, logging, multiprocessing, os, signal, sys
+import forksafe_logging
+from scenario_lib import report
+
+def configure():
+    logging.basicConfig(filename="out.log", level=logging.INFO,
+                        format="%(processName)s|%(name)s|%(message)s")
+    forksafe_logging.install()
+
+def lines():
+    forksafe_logging.flush(30)
+    with open("out.log", encoding="utf-8", errors="surrogateescape") as f:
+        return f.read().splitlines()
+"""

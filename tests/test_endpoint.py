@@ -9,10 +9,12 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Any, Dict, Iterator
 
 import pytest
 from conftest import PACKAGE_HOME, TESTS, Outcome, run_in_own_group
+
+import forksafe_logging
 
 LINUX = sys.platform.startswith("linux")
 pytestmark = pytest.mark.timeout(120)
@@ -432,3 +434,17 @@ def test_socket_directory_only_where_safe(
     short_tmp.chmod(mode)
     facts = run_script(tmp_path, WHERE, env={"TMPDIR": str(short_tmp)}).facts
     assert facts["address"].startswith(str(short_tmp) + "/") is used
+
+
+class TestListenerSocket:
+    def test_long_tmpdir(self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Where sockets are files: a TMPDIR too long for a socket path falls back to /tmp."""
+        from forksafe_logging import _endpoint
+
+        long_dir = tmp_path / ("d" * 100)
+        long_dir.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
+        monkeypatch.setattr(_endpoint, "ABSTRACT", False)
+        listener = forksafe_logging.QueueListener()
+        assert os.path.dirname(os.path.dirname(listener.address)) == "/tmp"
+        assert os.stat(os.path.dirname(listener.address)).st_mode & 0o777 == 0o700

@@ -1,4 +1,4 @@
-"""QueueHandler in one process: its arguments, its misuse, and the wire format's checks."""
+"""QueueHandler in one process, and in dictConfig: its arguments and its misuse."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from conftest import Scenario
 
 import forksafe_logging
-from forksafe_logging import _wire
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -237,67 +236,3 @@ if __name__ == "__main__":
         assert facts["lines"] == ["child from the child"]
         # A name its own dictConfig does not configure is refused there too.
         assert "no handler named 'fiel' in this dictConfig" in facts["typo"]
-
-
-class TestWire:
-    def _roundtrip(self, record: logging.LogRecord) -> logging.LogRecord:
-        decoder = _wire.Decoder()
-        key = _wire.static_key("", record)
-        data = _wire.definition(1, key) + _wire.record_frame(1, _wire.message(record), record)
-        out = []
-        while data:
-            (length,) = _wire.HEADER.unpack_from(data)
-            decoded = decoder.feed(data[4 : 4 + length])
-            if decoded is not None:
-                out.append(decoded)
-            data = data[4 + length :]
-        assert len(out) == 1
-        route, got = out[0]
-        assert route == ""
-        return got
-
-    def test_fields_survive(self) -> None:
-        """Name, level, place, times and plain extras come back as they were."""
-        record = _record(user="ann", n=[1, {"k": None}], f=1.5)
-        got = self._roundtrip(record)
-        for field in ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno",
-                      "funcName", "created", "msecs", "thread", "process"):  # fmt: skip
-            assert getattr(got, field) == getattr(record, field), field
-        assert got.getMessage() == "m x"
-        assert (got.user, got.n, got.f) == ("ann", [1, {"k": None}], 1.5)
-
-    def test_unplain_extras_become_repr(self) -> None:
-        """An extra that is not plain data arrives as its repr; NaN is not JSON."""
-        got = self._roundtrip(_record(s={1}, nan=float("nan"), t=(1, 2)))
-        assert (got.s, got.nan, got.t) == ("{1}", "nan", "(1, 2)")
-
-    def test_broken_format_still_arrives(self) -> None:
-        """A message whose arguments do not fit is sent with both, not lost."""
-        got = self._roundtrip(_record("%d", ("x",)))
-        assert "message could not be formatted" in got.getMessage()
-
-    @pytest.mark.parametrize(
-        "payload",
-        [b'R[1,"m",1.0,1.0,1.0,null,null,null]', b"X[]", b"D[1]", b"R{", b"R[1,2,3]", b"\xff"],
-    )
-    def test_garbage(self, payload: bytes) -> None:
-        """Frames we never send (unknown number, tag, shape, bytes) are Garbage."""
-        with pytest.raises(_wire.Garbage):
-            _wire.Decoder().feed(payload)
-
-
-class TestListenerSocket:
-    def test_long_tmpdir(self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Where sockets are files: a TMPDIR too long for a socket path falls back to /tmp."""
-        import os
-        import tempfile
-
-        from forksafe_logging import _endpoint
-
-        long_dir = tmp_path / ("d" * 100)
-        long_dir.mkdir()
-        monkeypatch.setattr(tempfile, "tempdir", str(long_dir))
-        monkeypatch.setattr(_endpoint, "ABSTRACT", False)
-        listener = forksafe_logging.QueueListener()
-        assert os.path.dirname(os.path.dirname(listener.address)) == "/tmp"
-        assert os.stat(os.path.dirname(listener.address)).st_mode & 0o777 == 0o700

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import List, Tuple
+from pathlib import Path
+from typing import List, Set, Tuple
 
 from conftest import TESTS
 
@@ -44,3 +45,48 @@ def test_setup_cfg_has_no_license_classifier() -> None:
     text = (ROOT / "setup.cfg").read_text(encoding="utf-8")
     assert "License ::" not in text
     assert re.search(r"^license = MIT$", text, re.M)
+
+
+def _defined(path: Path) -> Set[str]:
+    """``Class``, ``Class::method`` and ``function`` names a test module defines."""
+    import ast
+
+    names: Set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ClassDef):
+            names.add(node.name)
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    names.add("%s::%s" % (node.name, item.name))
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+    return names
+
+
+def test_guarantees_name_tests_that_exist() -> None:
+    """Each test the "Guarantees and failure modes" page ties a fault to is in the suite."""
+    text = (ROOT / "docs" / "guarantees.md").read_text(encoding="utf-8")
+    missing: List[str] = []
+    seen = 0
+    for row in text.splitlines():
+        if not row.startswith("|"):
+            continue
+        current = None
+        for token in re.findall(r"`([^`]+)`", row):
+            file, _, name = token.partition("::")
+            if re.fullmatch(r"test_\w+\.py", file):
+                current = file
+            elif current is not None and re.fullmatch(r"(Test\w+|test_\w+)(::\w+)?", token):
+                file, name = current, token
+            else:
+                continue
+            seen += 1
+            path = TESTS / file
+            defined = _defined(path) if path.exists() else set()
+            # A bare method name stands for that method of any class.
+            if not path.exists() or (
+                name and name not in defined and not any(d.endswith("::" + name) for d in defined)
+            ):
+                missing.append(token if file == token.partition("::")[0] else file + "::" + token)
+    assert seen > 20  # the page still ties faults to tests
+    assert missing == []
