@@ -41,7 +41,7 @@ import pytest
 from conftest import PACKAGE_HOME, TESTS
 
 RUNS = int(
-    os.environ.get("FORKSAFE_CHAOS_RUNS", int(os.environ.get("FORKSAFE_STRESS_RUNS", "30")) // 5)
+    os.environ.get("FORKSAFE_CHAOS_RUNS", int(os.environ.get("FORKSAFE_STRESS_RUNS", "30")) // 3)
 )
 #: Seconds within which the whole tree must have exited.
 BOUND = 60
