@@ -276,7 +276,7 @@ def after_fork_in_child() -> None:
     # nothing else; the list is emptied, or this child's own children would
     # close the numbers again when they may be this child's files. What the
     # objects of the listener and of the connection are to this child is
-    # worked out when it first needs them (_server.current(), _channel.tree()
+    # worked out when it first needs them (_server.current(), _tree.tree()
     # and _channel.channel() look at the pid).
     fds = _child_closes
     if fds:

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from forksafe_logging import _compat, _endpoint, _peers, _server, _streams, _wire
+from forksafe_logging import _compat, _endpoint, _peers, _streams, _tree, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -29,83 +29,6 @@ if TYPE_CHECKING:
     #: ``(top pid, key, socket path)``: how a process reaches a listener.
     Endpoint = Tuple[int, bytes, str]
     _Kept = Tuple[int, _wire.StaticKey, int, bytes, Callable[[logging.LogRecord], str]]
-
-#: Where descendants find the listener: ``"<top pid>:<key hex>:<socket path>"``.
-#: Set by the top process; spawn and forkserver children and subprocesses
-#: inherit it with the environment.
-ENV_VAR = "FORKSAFE_LOGGING_LISTENER"
-
-
-#: The listener of the tree this process belongs to, when it is not the top.
-#: Set in a spawned child (from what its parent pickled), by an explicit
-#: ``attach()``, or by :func:`tree` in a forked child of the top; copied by
-#: fork.
-_tree: Optional[Endpoint] = None
-
-
-def tree() -> Optional[Endpoint]:
-    """The listener of the tree this process belongs to, when it is not the top."""
-    global _tree
-    where = _tree
-    if where is None:
-        # A forked child of the top has the top's listener object, which is
-        # never freed (see _server.Server): it is worked out here, on first
-        # use, rather than in the fork hook, where each page written costs.
-        server = _server._server
-        if server is not None and server.pid != os.getpid():
-            where = _tree = server.endpoint
-    return where
-
-
-def endpoint() -> Optional[Endpoint]:
-    """The listener this process sends to: its own if it is the top, else its tree's."""
-    server = _server.current()
-    if server is not None:
-        return server.endpoint
-    return tree()
-
-
-def join(where: Endpoint) -> None:
-    """Belong to the tree whose listener is at ``where`` from now on."""
-    global _tree
-    _tree = where
-
-
-#: :data:`ENV_VAR` as this process found it when the package was imported,
-#: before a listener of its own could overwrite it.
-_inherited = os.environ.get(ENV_VAR)
-
-
-def from_environment(inherited: bool = False) -> Optional[Endpoint]:
-    """The endpoint an ancestor published in :data:`ENV_VAR`, if any.
-
-    ``inherited=True`` reads the value the process started with.
-    """
-    value = _inherited if inherited else os.environ.get(ENV_VAR)
-    if not value:
-        return None
-    try:
-        pid, key, address = value.split(":", 2)
-        if address.startswith("@"):  # an abstract address: see publish()
-            address = "\0" + address[1:]
-        return int(pid), bytes.fromhex(key), address
-    except ValueError:
-        return None
-
-
-def publish(where: Endpoint) -> None:
-    """Let descendants started from now on find ``where`` (see :func:`attach`)."""
-    pid, key, address = where
-    # An environment variable cannot hold the NUL byte that starts an
-    # abstract address: "@" stands for it, as in ss(8) and /proc/net/unix.
-    if address.startswith("\0"):
-        address = "@" + address[1:]
-    os.environ[ENV_VAR] = "%d:%s:%s" % (pid, key.hex(), address)
-
-
-def unpublish() -> None:
-    os.environ.pop(ENV_VAR, None)
-
 
 # Bound once, when the package is imported. gunicorn's gevent worker
 # monkey-patches after the fork, in each worker: a cooperative socket behind
@@ -295,7 +218,7 @@ class Channel:
         self.backoff = FIRST_BACKOFF
 
     def _connect(self, timeout: Optional[float]) -> socket.socket:
-        where = endpoint()
+        where = _tree.endpoint()
         if where is None:
             raise ListenerGone("no listener: install() was not called in a parent process")
         _, key, address = where

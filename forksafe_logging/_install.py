@@ -9,12 +9,12 @@ from collections.abc import Mapping
 
 from forksafe_logging import (
     _atfork,
-    _channel,
     _compat,
     _forward,
     _join,
     _server,
     _settings,
+    _tree,
     handlers,
 )
 
@@ -193,15 +193,15 @@ def attach() -> None:
 
     .. versionadded:: 0.2.0
     """
-    if _channel.tree() is not None:
+    if _tree.tree() is not None:
         return
     # The value this process started with: its own install() or QueueHandler
     # may have published its own listener since.
-    where = _channel.from_environment(inherited=True)
+    where = _tree.from_environment(inherited=True)
     if where is None:
         raise RuntimeError(
             "%s is not set: this process was not started by a program that called "
-            "forksafe_logging.install(), or the environment was not passed on" % _channel.ENV_VAR
+            "forksafe_logging.install(), or the environment was not passed on" % _tree.ENV_VAR
         )
     _join.join_tree(where)
 
@@ -235,7 +235,7 @@ def uninstall() -> None:
         if was is not None and _settings.started_listener and _server.current() is not None:
             _settings.started_listener = False
             _server.stop()
-            _channel.unpublish()
+            _tree.unpublish()
             for handler in list(logging._handlerList):  # type: ignore[attr-defined]
                 h = handler()
                 if h is not None:

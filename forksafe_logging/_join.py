@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing.process
 import sys
 
-from forksafe_logging import _atfork, _channel, _forward, _reach, _server, _settings
+from forksafe_logging import _atfork, _forward, _reach, _server, _settings, _tree
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ def join_tree(where: Tuple[int, bytes, str]) -> None:
             # install() ran at start-up (sitecustomize, say) before we knew that
             # this process has a tree above it; it has no children yet.
             _server.stop(0)
-        _channel.join(where)
-        _channel.publish(where)
+        _tree.join(where)
+        _tree.publish(where)
         _atfork.register()
         become_descendant(_settings.Settings("forward", None, _settings.DEFAULT_FORK_TIMEOUT))
 
@@ -53,7 +53,7 @@ class _Attach:
     def __reduce__(self) -> Tuple[Callable[..., Any], Tuple[Any, ...]]:
         # Runs in the parent as the child starts: the levels are those of now.
         found, disable = _reach.levels()
-        return attach_spawned, (_channel.endpoint(), found, disable)
+        return attach_spawned, (_tree.endpoint(), found, disable)
 
 
 def attach_spawned(endpoint: Any, found: Dict[str, int], disable: int) -> _Attach:

@@ -19,7 +19,7 @@ CHILD_MODES = ("forward", "inherit", "reset")
 DEFAULT_FORK_TIMEOUT = 0.1
 
 #: ``"1"``: an interpreter that starts with the package installed joins the
-#: tree whose listener :data:`forksafe_logging._channel.ENV_VAR` names, or,
+#: tree whose listener :data:`forksafe_logging._tree.ENV_VAR` names, or,
 #: if none does, installs itself as a top (see :mod:`forksafe_logging._startup`;
 #: ``forksafe_logging.pth`` spells the name out).
 SUBPROCESSES_SWITCH = "FORKSAFE_LOGGING_SUBPROCESSES"

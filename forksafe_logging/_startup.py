@@ -28,9 +28,9 @@ def start() -> None:
     """Join the tree named in the environment, or become its top (run by the ``.pth`` file)."""
     try:
         # The rest of the package only now, and only here: the switch is on.
-        from forksafe_logging import _channel, _install, _reach
+        from forksafe_logging import _channel, _install, _reach, _tree
 
-        if _channel.from_environment(inherited=True) is None:
+        if _tree.from_environment(inherited=True) is None:
             # Nobody above: this program is the top.
             _install.install(subprocesses=True)
             return

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Iterable
 
-from forksafe_logging import _channel, _compat, _peers, _server, _wire
+from forksafe_logging import _channel, _compat, _peers, _server, _tree, _wire
 
 _modules = sys.modules
 
@@ -32,8 +32,8 @@ def _is_descendant() -> bool:
     """Whether this process belongs to a tree whose listener runs in an ancestor."""
     if _server.current() is not None:
         return False
-    if _channel.tree() is None:
-        where = _channel.from_environment()
+    if _tree.tree() is None:
+        where = _tree.from_environment()
         if (
             where is not None
             and where[0] != os.getpid()
@@ -48,8 +48,8 @@ def _is_descendant() -> bool:
                 or _compat.multiprocessing_parent_pid() == where[0]
             )
         ):
-            _channel.join(where)
-    return _channel.tree() is not None
+            _tree.join(where)
+    return _tree.tree() is not None
 
 
 def _check_timeout(timeout: Optional[float]) -> Optional[float]:
@@ -207,7 +207,7 @@ class QueueHandler(logging.Handler):
         try:
             # The attribute first, which saves a call per record once it is
             # set (a forked child of the top sets it on its first record).
-            if (_channel._tree or _channel.tree()) is None or _server.current() is not None:
+            if (_tree._where or _tree.tree()) is None or _server.current() is not None:
                 # The top of the tree (with its listener running, or stopped
                 # by uninstall()): the handlers are here.
                 if not self._tree:
@@ -380,7 +380,7 @@ class QueueListener:
     def stop(self, timeout: float = _server.SHUTDOWN_TIMEOUT) -> None:
         """Handle what was sent, wait up to ``timeout`` s for half-sent records, stop."""
         _server.stop(timeout)
-        _channel.unpublish()
+        _tree.unpublish()
 
     def stats(self) -> Dict[str, int]:
         """The listener's counters since it started.
@@ -405,7 +405,7 @@ class QueueListener:
 
 def _start_listener() -> _server.Server:
     server = _server.ensure_started()
-    _channel.publish(server.endpoint)
+    _tree.publish(server.endpoint)
     for hook in _server.on_start:  # the fork hooks' registration (see there)
         hook()
     return server

@@ -40,10 +40,10 @@ def _restore_logging() -> Iterator[None]:
     yield
     forksafe_logging.uninstall()
     # A QueueHandler made in a test starts this process's listener.
-    from forksafe_logging import _channel, _server
+    from forksafe_logging import _server, _tree
 
     _server.stop(0)
-    _channel.unpublish()
+    _tree.unpublish()
     for handler in root.handlers[:]:
         if handler not in handlers:
             root.removeHandler(handler)

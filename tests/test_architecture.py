@@ -25,7 +25,8 @@ LAYERS: List[Set[str]] = [
      "_endpoint", "_article", "_diagnosis"},
     {"_reach", "_router"},  # walking the logging configuration; dispatching a child's record
     {"_server", "_naming"},  # the listener; naming what the walk finds
-    {"_channel", "_detect"},  # a sender's connection to the listener; fork-hazard detectors
+    {"_tree", "_detect"},  # which tree this process belongs to; fork-hazard detectors
+    {"_channel"},  # a sender's connection to the listener
     {"handlers"},  # QueueHandler and QueueListener
     {"_forward", "_held"},  # forwarding children; the held-lock warning
     {"_atfork"},  # the fork hooks
