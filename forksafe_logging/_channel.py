@@ -10,7 +10,6 @@ connection: it opens its own.
 from __future__ import annotations
 
 import atexit
-import collections
 import os
 import select
 import socket
@@ -19,12 +18,12 @@ import sys
 import threading
 import time
 
-from forksafe_logging import _compat, _endpoint, _peers, _streams, _tree, _wire
+from forksafe_logging import _compat, _endpoint, _peers, _tree, _unconfirmed, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     import logging
-    from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
     #: ``(top pid, key, socket path)``: how a process reaches a listener.
     Endpoint = Tuple[int, bytes, str]
@@ -96,102 +95,6 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def _rebuild(key: _wire.StaticKey, number: int, frame: bytes) -> logging.LogRecord:
-    """The record that ``frame`` carries, as the listener would have made it."""
-    decoder = _wire.Decoder()
-    decoder.feed(_wire.definition(number, key)[_wire.HEADER.size :])
-    decoded = decoder.feed(frame[_wire.HEADER.size :])
-    assert decoded is not None
-    return decoded[1]
-
-
-class _Ledger:
-    """One connection, and the records sent on it that the listener has not confirmed.
-
-    The listener confirms a count (see _server.Server._confirm); should it
-    die before confirming a record, the record's sender shows it on its
-    stderr, so that no record whose logging call returned is lost uncounted.
-    """
-
-    __slots__ = ("announced", "pinned", "poller", "reason", "records", "sent", "sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        # A forked child closes its copy by number, as it does the
-        # listener's (see _endpoint.child_closes), and this object, which the
-        # child has too, must never close that number again: the socket is
-        # not freed until this process closes it.
-        self.pinned = _streams.pin(sock)
-        self.poller = _poll()
-        self.poller.register(sock, select.POLLIN)
-        self.sent = 0
-        #: ``(number on this connection, static key, definition number, record
-        #: frame, formatting)``, oldest first. The frame, not the record: a
-        #: record would keep its arguments and its traceback's frames alive.
-        self.records: Deque[_Kept] = collections.deque()
-        #: Once the connection is known to be over: why, and whether the
-        #: line saying so has been written.
-        self.reason = ""
-        self.announced = False
-
-    def take(self, until: Optional[float]) -> bool:
-        """Forget the records the listener has confirmed; False once the connection has ended.
-
-        Reads what is there; with ``until`` (a ``time.monotonic()``), waits
-        until then for the end of the connection.
-        """
-        while True:
-            wait = 0.0 if until is None else max(0.0, until - time.monotonic())
-            if not self.poller.poll(wait * 1000):
-                return True
-            try:
-                # Looked at, used, and only then taken: an exception from a
-                # signal handler in between must not lose a confirmation
-                # (the last one, on a connection given up, is never repeated).
-                data = self.sock.recv(4096, socket.MSG_PEEK)  # readable: no wait
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                return False
-            whole = len(data) - len(data) % _wire.CONFIRM.size
-            if not whole:
-                return True  # part of one: the rest comes with the next
-            (upto,) = _wire.CONFIRM.unpack_from(data, whole - _wire.CONFIRM.size)
-            records = self.records
-            while records and records[0][0] <= upto:
-                records.popleft()
-            self.sock.recv(whole)
-
-    def show(self) -> None:
-        """Write the records never confirmed to stderr, after :attr:`reason`.
-
-        Each is forgotten only once written: an exception from a signal
-        handler in the middle leaves the rest for the next call.
-        """
-        records = self.records
-        if records and not self.announced:
-            stderr_write(
-                "forksafe_logging: %s before it confirmed %d record(s) of this process "
-                "(pid %d); they follow (any of them may be in the log too)\n"
-                % (self.reason, len(records), os.getpid())
-            )
-            self.announced = True
-        while records:
-            _, key, number, frame, show = records[0]
-            try:
-                text = show(_rebuild(key, number, frame))
-            except Exception:
-                text = repr(frame)
-            stderr_write(text + "\n")
-            records.popleft()
-
-    def close(self) -> None:
-        _endpoint.close_listed(self.sock)
-        self.pinned.clear()
-
-
 class Channel:
     """The connection of this process; reopened after a fork."""
 
@@ -202,11 +105,11 @@ class Channel:
         self.pid = os.getpid()
         self.sock: Optional[socket.socket] = None
         #: ``sock`` and what it carried unconfirmed.
-        self.ledger: Optional[_Ledger] = None
+        self.ledger: Optional[_unconfirmed.Ledger] = None
         #: Connections this process gave up mid-frame, oldest first.
-        self.retired: List[_Ledger] = []
+        self.retired: List[_unconfirmed.Ledger] = []
         #: Connections the listener ended, with records still to show.
-        self.dead: List[_Ledger] = []
+        self.dead: List[_unconfirmed.Ledger] = []
         #: Records sent since confirmations were last read.
         self.since_check = 0
         #: Definition numbers given on the current connection.
@@ -247,7 +150,7 @@ class Channel:
         except BaseException:
             _endpoint.close_listed(sock)
             raise
-        self.ledger = _Ledger(sock)
+        self.ledger = _unconfirmed.Ledger(sock)
         _check_at_exit_of_this_process()
         return sock
 
@@ -440,7 +343,7 @@ class Channel:
         self._show_dead()
 
     def _show_dead(self) -> None:
-        # Taken off the list only once shown: see _Ledger.show.
+        # Taken off the list only once shown: see _unconfirmed.Ledger.show.
         until = time.monotonic() + SETTLE_WAIT
         while self.dead:
             ledger = self.dead[0]
@@ -548,13 +451,3 @@ def warn_once(ch: Channel, reason: str, write: Callable[[str], None]) -> None:
             "this process (pid %d) writes its records to stderr from now on\n"
             % (reason, os.getpid())
         )
-
-
-def stderr_write(text: str) -> None:
-    try:
-        stream = sys.stderr
-        if stream is not None:
-            stream.write(text)
-            stream.flush()
-    except Exception:
-        pass

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Iterable
 
-from forksafe_logging import _channel, _compat, _peers, _server, _tree, _wire
+from forksafe_logging import _channel, _compat, _peers, _server, _tree, _unconfirmed, _wire
 
 _modules = sys.modules
 
@@ -227,8 +227,8 @@ class QueueHandler(logging.Handler):
                 if not ch.send(key, frame, self.timeout, self.format):
                     self.dropped += 1
             except _channel.ListenerGone as exc:
-                _channel.warn_once(ch, str(exc), _channel.stderr_write)
-                _channel.stderr_write(self.format(record) + "\n")
+                _channel.warn_once(ch, str(exc), _unconfirmed.stderr_write)
+                _unconfirmed.stderr_write(self.format(record) + "\n")
         except RecursionError:
             raise
         except Exception:

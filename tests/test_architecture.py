@@ -23,7 +23,9 @@ LAYERS: List[Set[str]] = [
     # Pure helpers and state, importing nothing of the package.
     {"_compat", "_settings", "_streams", "_wire", "_order", "_peers", "_structlog_locks",
      "_endpoint", "_article", "_diagnosis"},
-    {"_reach", "_router"},  # walking the logging configuration; dispatching a child's record
+    # Walking the logging configuration; dispatching a child's record; what a
+    # sender keeps until confirmed.
+    {"_reach", "_router", "_unconfirmed"},
     {"_server", "_naming"},  # the listener; naming what the walk finds
     {"_tree", "_detect"},  # which tree this process belongs to; fork-hazard detectors
     {"_channel"},  # a sender's connection to the listener

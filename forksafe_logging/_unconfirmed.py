@@ -1,0 +1,135 @@
+"""What a sender keeps until the listener confirms it, and shows on stderr should the top die.
+
+A record whose logging call returned is in the kernel, on the sender's
+connection; if the top is killed before its listener hands it to a handler,
+the sender still has its frame here, and writes it to its own stderr.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import select
+import socket
+import sys
+import time
+
+from forksafe_logging import _endpoint, _streams, _wire
+
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    import logging
+    from typing import Callable, Deque, Optional, Tuple
+
+    _Kept = Tuple[int, _wire.StaticKey, int, bytes, Callable[[logging.LogRecord], str]]
+
+# Bound when the package is imported, as in _channel (gevent patches later).
+_poll = select.poll
+
+
+def _rebuild(key: _wire.StaticKey, number: int, frame: bytes) -> logging.LogRecord:
+    """The record that ``frame`` carries, as the listener would have made it."""
+    decoder = _wire.Decoder()
+    decoder.feed(_wire.definition(number, key)[_wire.HEADER.size :])
+    decoded = decoder.feed(frame[_wire.HEADER.size :])
+    if decoded is None:  # never: a record frame we made ourselves
+        raise _wire.Garbage("not a whole record frame")
+    return decoded[1]
+
+
+class Ledger:
+    """One connection, and the records sent on it that the listener has not confirmed.
+
+    The listener confirms a count (see forksafe_logging._server.Server._confirm); should it
+    die before confirming a record, the record's sender shows it on its
+    stderr, so that no record whose logging call returned is lost uncounted.
+    """
+
+    __slots__ = ("announced", "pinned", "poller", "reason", "records", "sent", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        # A forked child closes its copy by number, as it does the
+        # listener's (see _endpoint.child_closes), and this object, which the
+        # child has too, must never close that number again: the socket is
+        # not freed until this process closes it.
+        self.pinned = _streams.pin(sock)
+        self.poller = _poll()
+        self.poller.register(sock, select.POLLIN)
+        self.sent = 0
+        #: ``(number on this connection, static key, definition number, record
+        #: frame, formatting)``, oldest first. The frame, not the record: a
+        #: record would keep its arguments and its traceback's frames alive.
+        self.records: Deque[_Kept] = collections.deque()
+        #: Once the connection is known to be over: why, and whether the
+        #: line saying so has been written.
+        self.reason = ""
+        self.announced = False
+
+    def take(self, until: Optional[float]) -> bool:
+        """Forget the records the listener has confirmed; False once the connection has ended.
+
+        Reads what is there; with ``until`` (a ``time.monotonic()``), waits
+        until then for the end of the connection.
+        """
+        while True:
+            wait = 0.0 if until is None else max(0.0, until - time.monotonic())
+            if not self.poller.poll(wait * 1000):
+                return True
+            try:
+                # Looked at, used, and only then taken: an exception from a
+                # signal handler in between must not lose a confirmation
+                # (the last one, on a connection given up, is never repeated).
+                data = self.sock.recv(4096, socket.MSG_PEEK)  # readable: no wait
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                return False
+            whole = len(data) - len(data) % _wire.CONFIRM.size
+            if not whole:
+                return True  # part of one: the rest comes with the next
+            (upto,) = _wire.CONFIRM.unpack_from(data, whole - _wire.CONFIRM.size)
+            records = self.records
+            while records and records[0][0] <= upto:
+                records.popleft()
+            self.sock.recv(whole)
+
+    def show(self) -> None:
+        """Write the records never confirmed to stderr, after :attr:`reason`.
+
+        Each is forgotten only once written: an exception from a signal
+        handler in the middle leaves the rest for the next call.
+        """
+        records = self.records
+        if records and not self.announced:
+            stderr_write(
+                "forksafe_logging: %s before it confirmed %d record(s) of this process "
+                "(pid %d); they follow (any of them may be in the log too)\n"
+                % (self.reason, len(records), os.getpid())
+            )
+            self.announced = True
+        while records:
+            _, key, number, frame, show = records[0]
+            try:
+                text = show(_rebuild(key, number, frame))
+            except Exception:
+                text = repr(frame)
+            stderr_write(text + "\n")
+            records.popleft()
+
+    def close(self) -> None:
+        _endpoint.close_listed(self.sock)
+        self.pinned.clear()
+
+
+def stderr_write(text: str) -> None:
+    """Write ``text`` to this process's stderr now; never raises."""
+    try:
+        stream = sys.stderr
+        if stream is not None:
+            stream.write(text)
+            stream.flush()
+    except Exception:
+        pass
