@@ -216,7 +216,7 @@ def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     """
     # Made in the parent (prepare_forwarder): a handler made here would cost
     # about 100 us of faults in logging's registries.
-    prepared = _forwarder is not None
+    prepared = _pinned
     handler = forwarder()
     taken = []
     for logger in _reach.loggers():
@@ -242,6 +242,8 @@ _forwarder: Optional[logging.Handler] = None
 
 #: What forwarding children abandon (see :func:`prepare_forwarder`).
 _keep_forever: List[Any] = []
+#: Whether :data:`_keep_forever` is made unfreeable (by prepare_forwarder).
+_pinned = False
 
 
 def forwarder() -> logging.Handler:
@@ -258,11 +260,14 @@ def forwarder() -> logging.Handler:
 
 def prepare_forwarder() -> None:
     """Make, while it is cheap, what forked children will need to forward."""
-    if _forwarder is None:
-        forwarder()
+    global _pinned
+    forwarder()
+    if not _pinned:
         # The list, and what a child appends to it, outlive even interpreter
-        # shutdown in every process of the tree.
+        # shutdown in every process of the tree. Apart from the forwarder,
+        # which a process that joined a tree may have made already.
         _streams.abandon(_keep_forever)
+        _pinned = True
 
 
 def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:

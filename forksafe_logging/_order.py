@@ -20,7 +20,7 @@ import os
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable, List, Optional
 
 #: The listener whose records go first; None: the patch passes through.
 _active: Optional[Any] = None
@@ -44,17 +44,34 @@ def _call_handlers_in_turn(self: logging.Logger, record: logging.LogRecord) -> N
 
 
 def inside_a_handler() -> bool:
-    """Whether this thread holds the lock of a handler, i.e. logs from inside one.
+    """Whether this thread may hold a lock the listener needs: it logs from inside a handler.
 
     Such a record must not wait for the listener, which may be waiting for
-    that very lock to dispatch a child's record. Walks every live handler:
-    only called when a record would otherwise wait.
+    that very lock to dispatch a child's record. Looks at logging's module
+    lock and the lock of every handler, whether logging still lists it or
+    only a logger holds it (``dictConfig`` drops the handlers it replaces
+    from its list, though loggers it leaves alone keep using them). A lock
+    that cannot say who holds it (a plain ``Lock``) counts when it is taken
+    at all: a record goes out of turn rather than wait for itself. Walks
+    every handler: only called when a record would otherwise wait.
     """
-    for ref in list(logging._handlerList):  # type: ignore[attr-defined]
-        handler = ref()
-        owned = getattr(getattr(handler, "lock", None), "_is_owned", None)
-        if owned is not None and owned():
-            return True
+    handlers: List[Any] = [ref() for ref in list(logging._handlerList)]  # type: ignore[attr-defined]
+    loggers = list(logging.Logger.manager.loggerDict.values())
+    for logger in [logging.root, *loggers]:
+        handlers.extend(getattr(logger, "handlers", ()))  # a PlaceHolder has none
+    seen = set()
+    for lock in [getattr(logging, "_lock", None), *(getattr(h, "lock", None) for h in handlers)]:
+        if lock is None or id(lock) in seen:
+            continue
+        seen.add(id(lock))
+        owned = getattr(lock, "_is_owned", None)
+        if owned is None:
+            owned = getattr(lock, "locked", None)
+        try:
+            if owned is not None and owned():
+                return True
+        except Exception:  # a lock of a kind we do not know: it cannot stop the check
+            continue
     return False
 
 

@@ -344,3 +344,80 @@ def test_logging_from_inside_a_handler_never_waits(scenario: Scenario) -> None:
     assert lines.index("nested in the top") > lines.index("outer")
     assert lines.index("behind") < lines.index("filtered in the listener")
     assert lines.index("filtered in the listener") < lines.index("nested in the listener")
+
+
+UNLISTED = """
+    import logging, logging.config, os, sys, threading, time
+    from scenario_lib import report, install_from_argv
+    import forksafe_logging
+
+    variant = sys.argv[2]
+    install_from_argv()
+    logging.basicConfig(filename="top.log", level=logging.INFO, format="%(name)s %(message)s")
+
+    class Chatty(logging.Handler):
+        if variant == "lock":
+            def createLock(self):
+                self.lock = threading.Lock()  # cannot say which thread holds it
+
+        def emit(self, record):
+            if record.getMessage() == "outer":
+                os.write(go_w, b"x")
+                os.read(sent_r, 1)  # the child's "behind" is in the kernel, or being dispatched
+                started = time.monotonic()
+                logging.getLogger("nested").info("nested in the top")
+                took.append(time.monotonic() - started)
+
+    took = []
+    logging.getLogger("shared").addHandler(Chatty())
+    if variant == "dictconfig":
+        # Configures the root only: "shared" keeps its Chatty, which
+        # dictConfig takes out of logging's list of handlers.
+        logging.config.dictConfig({
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(name)s %(message)s"}},
+            "handlers": {"file": {"class": "logging.FileHandler", "filename": "top.log",
+                                  "formatter": "plain"}},
+            "root": {"level": "INFO", "handlers": ["file"]},
+        })
+    go_r, go_w = os.pipe()
+    sent_r, sent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        kid = logging.getLogger("shared.kid")
+        kid.info("hello")
+        os.write(sent_w, b"x")
+        os.read(go_r, 1)
+        kid.info("behind")
+        os.write(sent_w, b"x")
+        os.read(go_r, 1)
+        os._exit(0)
+    listener = forksafe_logging.QueueListener()
+    os.read(sent_r, 1)
+    listener.flush(30)
+    logging.getLogger("shared.top").info("outer")
+    os.write(go_w, b"x")
+    os.waitpid(pid, 0)
+    listener.flush(30)
+    report(took=took[0], expired=listener.stats()["order_waits_expired"])
+"""
+
+
+@pytest.mark.parametrize("variant", ["lock", "dictconfig"])
+def test_inside_an_unlisted_handler_never_waits(scenario: Scenario, variant: str) -> None:
+    """Also from a handler whose lock is a plain Lock, or that only a logger still holds.
+
+    ``dictConfig`` drops the handlers it replaces from logging's list, while
+    loggers it leaves alone (``disable_existing_loggers=False``, as Django
+    configures) keep using them.
+    """
+    from forksafe_logging._server import ORDER_WAIT
+
+    facts = scenario.run(UNLISTED, {}, args=[variant], timeout=120).facts
+    assert facts["expired"] == 0
+    assert facts["took"] < ORDER_WAIT  # a bound: waiting would last ORDER_WAIT
+    lines = (Path(scenario.tmp_path) / "top.log").read_text().splitlines()
+    assert sorted(lines) == sorted(
+        ["shared.kid hello", "shared.top outer", "nested nested in the top", "shared.kid behind"]
+    )
