@@ -20,7 +20,7 @@ import os
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, List, Optional
+    from typing import Any, Callable, Optional
 
 #: The listener whose records go first; None: the patch passes through.
 _active: Optional[Any] = None
@@ -36,43 +36,12 @@ def _call_handlers_in_turn(self: logging.Logger, record: logging.LogRecord) -> N
     # No thread-local flag and no try/finally here: this runs for every
     # record of the top, and the check below is one attribute read and, with
     # children connected, one epoll_wait(0). What must not wait (a record
-    # logged from inside a handler) is told apart only when it would wait.
+    # logged from inside a handler: _reach.inside_a_handler) is told apart only
+    # when it would wait.
     server = _active
     if server is not None:
         server.wait_turn()
     _wrapped(self, record)  # type: ignore[misc]
-
-
-def inside_a_handler() -> bool:
-    """Whether this thread may hold a lock the listener needs: it logs from inside a handler.
-
-    Such a record must not wait for the listener, which may be waiting for
-    that very lock to dispatch a child's record. Looks at logging's module
-    lock and the lock of every handler, whether logging still lists it or
-    only a logger holds it (``dictConfig`` drops the handlers it replaces
-    from its list, though loggers it leaves alone keep using them). A lock
-    that cannot say who holds it (a plain ``Lock``) counts when it is taken
-    at all: a record goes out of turn rather than wait for itself. Walks
-    every handler: only called when a record would otherwise wait.
-    """
-    handlers: List[Any] = [ref() for ref in list(logging._handlerList)]  # type: ignore[attr-defined]
-    loggers = list(logging.Logger.manager.loggerDict.values())
-    for logger in [logging.root, *loggers]:
-        handlers.extend(getattr(logger, "handlers", ()))  # a PlaceHolder has none
-    seen = set()
-    for lock in [getattr(logging, "_lock", None), *(getattr(h, "lock", None) for h in handlers)]:
-        if lock is None or id(lock) in seen:
-            continue
-        seen.add(id(lock))
-        owned = getattr(lock, "_is_owned", None)
-        if owned is None:
-            owned = getattr(lock, "locked", None)
-        try:
-            if owned is not None and owned():
-                return True
-        except Exception:  # a lock of a kind we do not know: it cannot stop the check
-            continue
-    return False
 
 
 def enable(server: Any) -> None:

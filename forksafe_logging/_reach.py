@@ -91,6 +91,38 @@ def loggers() -> List[logging.Logger]:
     return found
 
 
+def inside_a_handler() -> bool:
+    """Whether this thread may hold a lock the listener needs: it logs from inside a handler.
+
+    Such a record must not wait for the listener, which may be waiting for
+    that very lock to dispatch a child's record. Looks at logging's module
+    lock and the lock of every handler, whether logging still lists it or
+    only a logger holds it (``dictConfig`` drops the handlers it replaces
+    from its list, though loggers it leaves alone keep using them). A lock
+    that cannot say who holds it (a plain ``Lock``) counts when it is taken
+    at all: a record goes out of turn rather than wait for itself. Walks
+    every handler: only called when a record of the top would otherwise
+    wait its turn (:mod:`forksafe_logging._order`).
+    """
+    handlers: List[Any] = [ref() for ref in list(logging._handlerList)]  # type: ignore[attr-defined]
+    for logger in loggers():
+        handlers.extend(logger.handlers)
+    seen = set()
+    for lock in [getattr(logging, "_lock", None), *(getattr(h, "lock", None) for h in handlers)]:
+        if lock is None or id(lock) in seen:
+            continue
+        seen.add(id(lock))
+        owned = getattr(lock, "_is_owned", None)
+        if owned is None:
+            owned = getattr(lock, "locked", None)
+        try:
+            if owned is not None and owned():
+                return True
+        except Exception:  # a lock of a kind we do not know: it cannot stop the check
+            continue
+    return False
+
+
 def _writes_to_stream_socket(handler: logging.Handler) -> bool:
     # Datagrams do not interleave: a DatagramHandler or UDP syslog is fine shared.
     if isinstance(handler, logging.handlers.SocketHandler):

@@ -574,7 +574,7 @@ class Server:
             return
         if self.pid != os.getpid():
             return  # a child forked without the at-fork hooks (os.fork() from C)
-        if threading.current_thread() is self.thread or _order.inside_a_handler():
+        if threading.current_thread() is self.thread or _reach.inside_a_handler():
             # A record of a handler that the listener runs, or logged from
             # inside a handler whose lock the listener may be waiting for:
             # waiting would be for itself.
