@@ -7,6 +7,7 @@ runs in a fresh interpreter under a timeout, as a user runs it.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -400,13 +401,22 @@ def test_report_changes_nothing(logger: logging.Logger, tmp_path: Path) -> None:
     logger.propagate = False
     logger.warning("buffered, and queued")
     locks = [q.mutex, custom.lock, custom.extra, logging._lock]  # type: ignore[attr-defined]
-    holders = [Holder(lock) for lock in locks]
+    # A handler left as garbage by an earlier test, collected while another
+    # thread holds logging's lock, blocks whichever thread the collector runs
+    # in (its weakref callback takes that lock): not diagnose()'s doing, and
+    # it made this test wait for the holder's own 30 s limit in a full run.
+    gc.collect()
+    gc.disable()
+    holders: List[Holder] = []
     try:
+        holders += [Holder(lock) for lock in locks]
         state = _state(q, memory, sock)
         reports: List[forksafe_logging.Diagnosis] = []
         caller = threading.Thread(target=lambda: reports.append(diagnose()), daemon=True)
         caller.start()
-        caller.join(30)  # a blocked diagnose() fails; a busy machine only slows it
+        # Shorter than a Holder keeps its lock (30 s), so a blocked diagnose()
+        # fails here; a busy machine only slows it.
+        caller.join(20)
         assert reports, "diagnose() blocked on a lock that another thread holds"
         [report] = reports
         after = _state(q, memory, sock)
@@ -420,6 +430,7 @@ def test_report_changes_nothing(logger: logging.Logger, tmp_path: Path) -> None:
     finally:
         for holder in holders:
             holder.release()
+        gc.enable()
         listener.stop()
 
 
