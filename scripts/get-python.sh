@@ -34,7 +34,24 @@ prefix="$cache/$version"
 python="$prefix/usr/bin/python$version"
 marker="$prefix/.complete"
 
+# Debian ships no bytecode (its postinst compiles it on install, which
+# unpacking skips), and with PYTHONDONTWRITEBYTECODE set none is ever written:
+# every start-up of the interpreter then compiled logging, multiprocessing...
+# again, 3x the start-up time of a pyenv build, and the suite starts
+# thousands of interpreters. Compiled once here, as an install would.
+compile_stdlib() {
+    local lib="$prefix/usr/lib/python$version"
+    "$python" -m compileall -q -j0 -x '/(test|idlelib|lib2to3|tkinter|turtledemo)/' "$lib" >/dev/null \
+        && "$python" -m compileall -q "$lib/test/__init__.py" "$lib/test/__main__.py" \
+            "$lib/test/support" "$lib/test/libregrtest" "$lib/test/test_logging.py" >/dev/null \
+        && touch "$prefix/.compiled"
+}
+
 if [ -f "$marker" ] && [ -x "$python" ] && "$python" -c 'pass' 2>/dev/null; then
+    if [ ! -f "$prefix/.compiled" ]; then
+        say "Python $version: compiling its standard library's bytecode (once)"
+        compile_stdlib || die "compileall failed in $prefix"
+    fi
     say "Python $version: cached in $prefix"
     echo "$python"
     exit 0
@@ -121,6 +138,7 @@ if __name__ == "__main__":
     print(sys.version.split()[0], mp.get_start_method())
 EOF
 out=$(timeout 120 "$python" "$check" 2>&1) || die "the unpacked interpreter does not work: $out"
+compile_stdlib || die "compileall failed in $prefix"
 touch "$marker"
 say "Python $version: CPython ${out% *} (default start method: ${out#* }) ready in $prefix"
 echo "$python"

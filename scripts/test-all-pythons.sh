@@ -101,7 +101,8 @@ for v in "${versions[@]}"; do
     # The pytest script, not 'python -m pytest': the latter puts the source
     # tree on sys.path, and the suite must import the installed wheel.
     ok=1 rc=0
-    (cd "$root" && FORKSAFE_TEST_WHEEL=1 "$venv/bin/pytest" -rs "$@") || rc=$?
+    # --durations: where a version's minutes go shows in the CI log.
+    (cd "$root" && FORKSAFE_TEST_WHEEL=1 "$venv/bin/pytest" -rs --durations=10 "$@") || rc=$?
     if [ "$rc" -gt 128 ]; then
         # The interpreter itself died (139: SIGSEGV, 134: SIGABRT): seen once,
         # on pyenv's 3.12.1, in its cycle collector during a test that ran
