@@ -114,7 +114,7 @@ def one(kind: str, path: str) -> str:
     server = _server.current()
     assert server is not None
     top = logging.getLogger("bench.top")
-    on, off = (lambda: _order.enable(server)), (lambda: _order.disable(server))
+    on, off = (lambda: _order.enable(server.turns)), (lambda: _order.disable(server.turns))
     if kind == "top-alone":
         return _on_off(top, on, off)
     if kind == "child":

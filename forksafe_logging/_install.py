@@ -15,6 +15,7 @@ from forksafe_logging import (
     _server,
     _settings,
     _tree,
+    _turns,
     handlers,
 )
 
@@ -33,7 +34,7 @@ def install(
     config: Optional[ChildConfig] = None,
     fork_timeout: float = DEFAULT_FORK_TIMEOUT,
     warn_held_locks: bool = False,
-    order_wait: float = _server.ORDER_WAIT,
+    order_wait: float = _turns.ORDER_WAIT,
     subprocesses: bool = False,
 ) -> None:
     """Make the standard ``logging`` module safe across processes.
@@ -154,7 +155,7 @@ def install(
                 return
             if _server.current() is None:
                 _settings.started_listener = True
-            handlers._start_listener().set_order_wait(wait)
+            handlers._start_listener().turns.set_order_wait(wait)
             _join.advertise()
             _forward.prepare_forwarder()
         else:

@@ -7,10 +7,11 @@ pipe, ``waitpid``) and logs would reach its handlers first, and the file
 would tell the story backwards. So while a listener runs, the top's
 ``Logger.callHandlers``, which every record of a stock ``Logger`` reaches
 before any handler, first lets the listener handle what has already arrived
-(:meth:`forksafe_logging._server.Server.wait_turn`).
+(:meth:`forksafe_logging._turns.Turns.wait_turn`).
 
-This module holds the switch and nothing else, below ``_server`` (which
-turns it on and off), so that the patch is in one place.
+This module holds the switch and nothing else, below ``_turns`` (whose
+object it calls) and ``_server`` (which turns it on and off), so that the
+patch is in one place.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
-#: The listener whose records go first; None: the patch passes through.
+#: The listener's :class:`~forksafe_logging._turns.Turns`, whose records go
+#: first; None: the patch passes through.
 _active: Optional[Any] = None
 #: What ``Logger.callHandlers`` was when the patch went in. Kept after the
 #: patch comes out: a wrapper put over ours (sentry-sdk wraps it too) still
@@ -38,14 +40,14 @@ def _call_handlers_in_turn(self: logging.Logger, record: logging.LogRecord) -> N
     # children connected, one epoll_wait(0). What must not wait (a record
     # logged from inside a handler: _reach.inside_a_handler) is told apart only
     # when it would wait.
-    server = _active
-    if server is not None:
-        server.wait_turn()
+    turns = _active
+    if turns is not None:
+        turns.wait_turn()
     _wrapped(self, record)  # type: ignore[misc]
 
 
-def enable(server: Any) -> None:
-    """Make the top's records wait for ``server`` (a running listener) to catch up."""
+def enable(turns: Any) -> None:
+    """Make the top's records wait their turn (``turns``: a running listener's)."""
     global _active, _wrapped, _hooked
     if not _hooked:
         # A forked child inherits this patch and the parent's listener,
@@ -56,7 +58,7 @@ def enable(server: Any) -> None:
     if vars(logging.Logger).get("callHandlers") is not _call_handlers_in_turn:
         _wrapped = logging.Logger.callHandlers
         logging.Logger.callHandlers = _call_handlers_in_turn  # type: ignore[method-assign]
-    _active = server
+    _active = turns
 
 
 def _forget() -> None:
@@ -64,10 +66,10 @@ def _forget() -> None:
     _active = None
 
 
-def disable(server: Any) -> None:
-    """Undo :func:`enable` for ``server``; a no-op if another listener took its place."""
+def disable(turns: Any) -> None:
+    """Undo :func:`enable` for ``turns``; a no-op if another listener took its place."""
     global _active
-    if _active is not server:
+    if _active is not turns:
         return
     _active = None
     if vars(logging.Logger).get("callHandlers") is _call_handlers_in_turn:

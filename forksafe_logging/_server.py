@@ -15,13 +15,12 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import select
 import selectors
 import socket
 import threading
 import time
 
-from forksafe_logging import _compat, _endpoint, _order, _reach, _router, _streams, _wire
+from forksafe_logging import _compat, _endpoint, _order, _reach, _router, _streams, _turns, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -47,9 +46,6 @@ _RECV_SIZE = 1 << 18
 #: reads at least all that was queued when it began, and a sender that never
 #: pauses cannot keep the listener on its connection for ever.
 _ROUND_LIMIT = 1 << 22
-#: How long a record of the top waits at most for the listener to handle
-#: what children sent before it (:meth:`Server.wait_turn`).
-ORDER_WAIT = 1.0
 
 
 class _Connection:
@@ -78,13 +74,6 @@ class _Connection:
         self.confirmed = 0
         #: Read to its end: closed once what it carried is confirmed.
         self.ended = False
-
-
-# Bound when the package is imported, as in _channel: gevent's patch_all()
-# takes select.epoll away, and a top patched after importing us still makes
-# its listener (see Server._watch).
-_epoll = getattr(select, "epoll", None)
-_poll = select.poll
 
 
 class Server:
@@ -138,51 +127,17 @@ class Server:
         self._held: List[_Item] = []
         #: Connections read to their end, not closed yet (see _close_ended).
         self._ending: List[_Connection] = []
-        #: The authenticated connections, for the top's threads to look at
-        #: without disturbing the listener's selector (see wait_turn). epoll
-        #: where there is one: threads may wait on it at once, and a look
-        #: costs the same however many children are connected. A poll()
-        #: object refuses two callers at once: there, the top's threads take
-        #: turns (the listener never polls this one).
-        self._watch: Any = None
-        self._watch_lock = threading.Lock()  # for poll() only
-        if _epoll is not None:
-            with _endpoint.fd_lock:
-                try:
-                    self._watch = _epoll()
-                except OSError:  # out of descriptors: poll() needs none
-                    pass
-                else:
-                    _endpoint.child_closes.append(self._watch.fileno())
-        if self._watch is None:
-            self._watch = _poll()
-            self._peek: Callable[[int, int], List[Any]] = self._peek_in_turn
-        else:
-            self._peek = self._watch.poll  # bound once: every record of the top calls it
-        self._watched = 0
-        #: True from the start of a round (before anything is read) until
-        #: nothing read is left undispatched, held-over records included.
-        #: Written by the listener only; the top reads it without a lock.
-        self._busy = False
-        #: No connection has been authenticated since the last round that
-        #: ended with none open and nothing held: the top's records need not
-        #: wait. Cleared before a sender can send; set only by the listener,
-        #: at the end of a round.
-        self._idle = True
-        #: Set when a record of the top gave up waiting (the listener is
-        #: stuck in a handler); cleared by the next round. Until then the
-        #: top's records do not wait: one stuck handler costs one wait.
-        self._stalled = False
-        #: See :meth:`set_order_wait`.
-        self.order_wait = ORDER_WAIT
+        #: Whether the top's own records wait for this listener's rounds.
+        self.turns = _turns.Turns(self._catch_up, self.stats)
         self.thread = threading.Thread(
             target=self._run,
             name="forksafe_logging listener",
             daemon=True,
             **_compat.fresh_context(),
         )
+        self.turns.listener = self.thread
         self.thread.start()
-        _order.enable(self)
+        _order.enable(self.turns)
 
     # -- the listener thread -------------------------------------------------
 
@@ -197,7 +152,7 @@ class Server:
                 # writes to its stderr from then on. What was sent before
                 # that is handled first, if this thread still can.
                 _router.warn("the listener thread stopped; processes of the tree write to stderr")
-                _order.disable(self)  # the top's records: no waiting for this thread
+                _order.disable(self.turns)  # the top's records: no waiting for this thread
                 try:
                     self._last_reads()
                 except BaseException:
@@ -205,8 +160,7 @@ class Server:
                 self._abandon_connections()
 
     def _abandon_connections(self) -> None:
-        _order.disable(self)
-        self._stalled = True  # nothing to wait for, for good
+        self.turns.never_wait()
         _endpoint.close_listed(self._listening)
         for conn in list(self._connections.values()):
             self._close(conn)
@@ -218,7 +172,7 @@ class Server:
             try:
                 # Held records go out in the next round: no waiting then.
                 events = self._selector.select(0.0 if self._held else self._next_deadline())
-                self._busy = True
+                self.turns.busy = True
                 cutoff = time.time()
                 if events:
                     # Look again: what was sent before the cutoff is all
@@ -299,10 +253,7 @@ class Server:
         if not incoming and not held:
             if self._ending:
                 self._close_ended(held)
-            self._stalled = False
-            self._busy = False
-            if not self._watched:
-                self._idle = True
+            self.turns.round_ended(False)
             return
         self._incoming = []
         ready = held
@@ -317,10 +268,7 @@ class Server:
         self._confirm(ready, later)
         if self._ending:
             self._close_ended(later)
-        self._stalled = False
-        self._busy = bool(later)
-        if not self._watched and not later:
-            self._idle = True
+        self.turns.round_ended(bool(later))
 
     @staticmethod
     def _confirm(ready: List[_Item], later: List[_Item]) -> None:
@@ -413,11 +361,7 @@ class Server:
     def _close(self, conn: _Connection) -> None:
         fd = conn.sock.fileno()
         if conn.authenticated and fd >= 0:
-            try:
-                self._watch.unregister(fd)
-                self._watched -= 1
-            except (KeyError, OSError):  # not registered (poll; epoll)
-                pass
+            self.turns.unwatch(fd)
         self._connections.pop(fd, None)
         self._pending.pop(conn, None)
         try:
@@ -481,12 +425,9 @@ class Server:
                 self.stats["auth_failures"] += 1
                 return False
             theirs = bytes(buf[_endpoint.CHALLENGE_SIZE : 2 * _endpoint.CHALLENGE_SIZE])
-            # Watched before the answer goes: from it on, the sender may
-            # send records, return, and cause a record of the top.
+            # Watched before the answer goes (see Turns.watch).
             conn.authenticated = True
-            self._watch.register(conn.sock.fileno(), select.POLLIN)  # = EPOLLIN
-            self._watched += 1
-            self._idle = False
+            self.turns.watch(conn.sock.fileno())
             try:
                 # Fits: nothing else is ever sent on this socket.
                 conn.sock.send(_endpoint.listener_answer(self.key, theirs))
@@ -547,56 +488,13 @@ class Server:
 
     def _drain(self) -> None:
         """A round now: every record that reached the sockets before it is handled."""
-        self._busy = True
+        self.turns.busy = True
         cutoff = time.time()
         self._round(self._selector.select(0.0), cutoff)
 
-    def wait_turn(self) -> None:
-        """Let the records that children sent before now go first; called before the top's own.
-
-        Waits while the listener handles what has arrived, at most
-        :attr:`order_wait` seconds; a record that waited that long goes ahead (the
-        listener is stuck in a handler), and until the listener finishes a
-        round the top's records do not wait again. Counted in
-        ``stats["order_waits_expired"]``.
-        """
-        if self._idle or self._stalled:
-            return  # no child connected, or the listener is stuck: nothing to wait for
-        # In this order. A record that this one follows was sent before
-        # this one was made, so before this poll(): if the poll finds no
-        # connection with data, the listener had read that record already,
-        # and it is dispatched unless the listener is still busy.
-        try:
-            behind = self._peek(0, 1)
-        except (OSError, ValueError):
-            return  # closed by stop() meanwhile: the listener is gone
-        if not behind and not self._busy:
-            return
-        if self.pid != os.getpid():
-            return  # a child forked without the at-fork hooks (os.fork() from C)
-        if threading.current_thread() is self.thread or _reach.inside_a_handler():
-            # A record of a handler that the listener runs, or logged from
-            # inside a handler whose lock the listener may be waiting for:
-            # waiting would be for itself.
-            return
-        if self._stopping or not self._call(self._drain, self.order_wait):
-            self._give_up()
-
-    def _peek_in_turn(self, timeout: int, _most: int) -> List[Any]:
-        with self._watch_lock:
-            return self._watch.poll(timeout)  # type: ignore[no-any-return]
-
-    def set_order_wait(self, seconds: float) -> None:
-        """How long a record of this process waits its turn at most; 0: it never waits."""
-        self.order_wait = seconds
-        if seconds > 0:
-            _order.enable(self)
-        else:
-            _order.disable(self)
-
-    def _give_up(self) -> None:
-        self._stalled = True
-        self.stats["order_waits_expired"] += 1
+    def _catch_up(self, timeout: float) -> bool:
+        """A round for a record of the top (see _turns); False if none came in ``timeout``."""
+        return not self._stopping and self._call(self._drain, timeout)
 
     # -- called from other threads -------------------------------------------
 
@@ -635,7 +533,7 @@ class Server:
             return
         # The top's records stop waiting their turn: at exit, logging's own
         # hooks flush after this one, and this thread is about to stop.
-        _order.disable(self)
+        _order.disable(self.turns)
         deadline = time.monotonic() + timeout
 
         def finish() -> None:
@@ -673,9 +571,7 @@ class Server:
         with _endpoint.fd_lock:  # a child forked in between would keep them open
             for fd in (self._listening.fileno(), self._wake_r, self._wake_w, *self._connections):
                 _endpoint.forget_descriptor(fd)
-            if hasattr(self._watch, "fileno"):  # epoll's descriptor; poll() has none
-                _endpoint.forget_descriptor(self._watch.fileno())
-                self._watch.close()
+            self.turns.close()
             for conn in list(self._connections.values()):
                 conn.sock.close()
             self._connections.clear()

@@ -26,7 +26,8 @@ LAYERS: List[Set[str]] = [
     # Walking the logging configuration; dispatching a child's record; what a
     # sender keeps until confirmed.
     {"_reach", "_router", "_unconfirmed"},
-    {"_server", "_naming"},  # the listener; naming what the walk finds
+    {"_turns", "_naming"},  # when the top's records wait for the listener; naming the walk's finds
+    {"_server"},  # the listener
     {"_tree", "_detect"},  # which tree this process belongs to; fork-hazard detectors
     {"_channel"},  # a sender's connection to the listener
     {"handlers"},  # QueueHandler and QueueListener

@@ -224,7 +224,7 @@ STUCK = """
 @pytest.mark.parametrize("wait", [None, 0.3, 0])
 def test_stuck_listener_bounds_the_wait(scenario: Scenario, wait: Optional[float]) -> None:
     """A handler that never returns holds the listener: the top waits once, order_wait at most."""
-    from forksafe_logging._server import ORDER_WAIT
+    from forksafe_logging._turns import ORDER_WAIT
 
     options = {} if wait is None else {"order_wait": wait}
     bound = ORDER_WAIT if wait is None else wait
@@ -322,7 +322,7 @@ def test_logging_from_inside_a_handler_never_waits(scenario: Scenario) -> None:
     It must not wait its turn behind a child's record that the listener can
     only dispatch once that handler returns.
     """
-    from forksafe_logging._server import ORDER_WAIT
+    from forksafe_logging._turns import ORDER_WAIT
 
     facts = scenario.run(NESTED, {}, timeout=120).facts
     assert facts["expired"] == 0
@@ -412,7 +412,7 @@ def test_inside_an_unlisted_handler_never_waits(scenario: Scenario, variant: str
     loggers it leaves alone (``disable_existing_loggers=False``, as Django
     configures) keep using them.
     """
-    from forksafe_logging._server import ORDER_WAIT
+    from forksafe_logging._turns import ORDER_WAIT
 
     facts = scenario.run(UNLISTED, {}, args=[variant], timeout=120).facts
     assert facts["expired"] == 0
