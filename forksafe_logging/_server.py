@@ -13,67 +13,22 @@ a ``LogRecord`` and dispatches it in this process: through the logger tree
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import selectors
 import socket
 import threading
 import time
 
-from forksafe_logging import _compat, _endpoint, _order, _reach, _router, _streams, _turns, _wire
+from forksafe_logging import _compat, _endpoint, _inbox, _order, _router, _streams, _turns, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Tuple
 
-    #: A record read: when it was made, its route, the record, and which
-    #: record of which connection it was.
-    _Item = Tuple[float, str, logging.LogRecord, "_Connection", int]
+    from forksafe_logging._inbox import Connection, Item
 
-#: An unauthenticated connection is closed after this many seconds (a real
-#: sender answers the challenge at once)...
-HANDSHAKE_TIMEOUT = 5.0
-#: ...and no more than this many wait at once: the oldest is closed first.
-MAX_PENDING = 64
-#: After accept() fails for want of descriptors, the listening socket is
-#: left alone this long: it stays readable, and retrying at once would spin.
-ACCEPT_PAUSE = 0.1
 #: At exit, how long the listener still waits for records that are half-sent.
 SHUTDOWN_TIMEOUT = 2.0
-_RECV_SIZE = 1 << 18
-#: How much one round reads from one connection at most: more than a
-#: sender's socket buffer holds (the channel asks for 1 MiB), so a round
-#: reads at least all that was queued when it began, and a sender that never
-#: pauses cannot keep the listener on its connection for ever.
-_ROUND_LIMIT = 1 << 22
-
-
-class _Connection:
-    __slots__ = (
-        "authenticated",
-        "buffer",
-        "challenge",
-        "confirmed",
-        "deadline",
-        "decoder",
-        "ended",
-        "received",
-        "sock",
-    )
-
-    def __init__(self, sock: socket.socket, challenge: bytes) -> None:
-        self.sock = sock
-        self.challenge = challenge
-        self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-        self.authenticated = False
-        self.buffer = bytearray()
-        self.decoder = _wire.Decoder()
-        #: Records read from this connection, and how many of them the
-        #: sender has been told are handled (see _wire.CONFIRM).
-        self.received = 0
-        self.confirmed = 0
-        #: Read to its end: closed once what it carried is confirmed.
-        self.ended = False
 
 
 class Server:
@@ -100,7 +55,6 @@ class Server:
         self._selector = selectors.PollSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._connections: Dict[int, _Connection] = {}
         self._requests: List[Callable[[], None]] = []
         self._stopping = False
         self.stats = {
@@ -117,18 +71,13 @@ class Server:
         }
         self.router = _router.Router(self.stats)
         self._dispatch = self.router.dispatch
-        #: Connections that have not answered the challenge yet, oldest first
-        #: (a dict as an ordered set).
-        self._pending: Dict[_Connection, None] = {}
-        #: While accepting is paused (see ACCEPT_PAUSE): when it resumes.
-        self._accept_resumes = 0.0
-        #: Records read in this round, and those held over from the last.
-        self._incoming: List[_Item] = []
-        self._held: List[_Item] = []
-        #: Connections read to their end, not closed yet (see _close_ended).
-        self._ending: List[_Connection] = []
+        #: Records held over from the last round (see _release).
+        self._held: List[Item] = []
         #: Whether the top's own records wait for this listener's rounds.
         self.turns = _turns.Turns(self._catch_up, self.stats)
+        self._inbox = _inbox.Inbox(
+            self._listening, self._selector, self.key, self.stats, self.turns
+        )
         self.thread = threading.Thread(
             target=self._run,
             name="forksafe_logging listener",
@@ -162,16 +111,16 @@ class Server:
     def _abandon_connections(self) -> None:
         self.turns.never_wait()
         _endpoint.close_listed(self._listening)
-        for conn in list(self._connections.values()):
-            self._close(conn)
+        for conn in list(self._inbox.connections.values()):
+            self._inbox.close(conn)
         self._held = []
-        self._ending = []
+        self._inbox.ending = []
 
     def _loop(self) -> None:
         while not self._stopping:
             try:
                 # Held records go out in the next round: no waiting then.
-                events = self._selector.select(0.0 if self._held else self._next_deadline())
+                events = self._selector.select(0.0 if self._held else self._inbox.next_deadline())
                 self.turns.busy = True
                 cutoff = time.time()
                 if events:
@@ -188,7 +137,7 @@ class Server:
     def _last_reads(self) -> None:
         """Refuse what comes next, handle what has come, held-over records too."""
         _endpoint.close_listed(self._listening)
-        connections = list(self._connections.values())
+        connections = list(self._inbox.connections.values())
         for conn in connections:
             # After SHUT_RD a sender's write fails at once; what the kernel
             # already holds for us can still be read.
@@ -196,7 +145,7 @@ class Server:
                 conn.sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
-            while self._read(conn):  # to its end
+            while self._inbox.read(conn):  # to its end
                 pass
         # Nothing more can come: what was held over goes out too, and is
         # confirmed. Only then closed: a sender whose write failed waits
@@ -205,8 +154,8 @@ class Server:
         self._release(float("inf"))
         for conn in connections:
             if conn.sock.fileno() >= 0:
-                self._close(conn)
-        self._ending = []
+                self._inbox.close(conn)
+        self._inbox.ending = []
 
     def _round(self, events: List[Tuple[Any, int]], cutoff: float) -> bool:
         """Read every connection in ``events`` to its end, then dispatch in order.
@@ -217,20 +166,20 @@ class Server:
         for key, _ in events:
             try:
                 if key.fileobj is self._listening:
-                    self._accept()
+                    self._inbox.accept()
                 elif key.fileobj == self._wake_r:
                     wake = True
                 else:
-                    self._read(key.data)
+                    self._inbox.read(key.data)
             except BaseException as exc:
                 # The thread must outlive any one connection's trouble:
                 # if it died, every sender would wait for it forever.
                 _router.warn("the listener hit an unexpected error: %r" % (exc,))
-                if isinstance(key.data, _Connection):
-                    self._close(key.data)
+                if isinstance(key.data, _inbox.Connection):
+                    self._inbox.close(key.data)
         # After the events: an answer that has arrived counts, however
         # long a handler kept this thread away.
-        self._expire()
+        self._inbox.expire(not self._stopping)
         self._release(cutoff)
         return wake
 
@@ -248,16 +197,16 @@ class Server:
         Those made after ``cutoff`` may follow records still on their way:
         held for one round, which reads those too.
         """
-        incoming = self._incoming
+        incoming = self._inbox.incoming
         held = self._held
         if not incoming and not held:
-            if self._ending:
+            if self._inbox.ending:
                 self._close_ended(held)
             self.turns.round_ended(False)
             return
-        self._incoming = []
+        self._inbox.incoming = []
         ready = held
-        later: List[_Item] = []
+        later: List[Item] = []
         self._held = later
         for item in incoming:
             (ready if item[0] < cutoff else later).append(item)
@@ -266,12 +215,12 @@ class Server:
         for item in ready:
             self._dispatch(item[1], item[2])
         self._confirm(ready, later)
-        if self._ending:
+        if self._inbox.ending:
             self._close_ended(later)
         self.turns.round_ended(bool(later))
 
     @staticmethod
-    def _confirm(ready: List[_Item], later: List[_Item]) -> None:
+    def _confirm(ready: List[Item], later: List[Item]) -> None:
         """Tell the senders of ``ready`` how many of their records are handled.
 
         Counted up to the first record of the connection still held over:
@@ -279,7 +228,7 @@ class Server:
         sender that does not read its confirmations has a full buffer, and a
         confirmation that cannot go now is covered by the next one.
         """
-        first_held: Dict[_Connection, int] = {}
+        first_held: Dict[Connection, int] = {}
         for item in later:
             conn, number = item[3], item[4]
             if number < first_held.get(conn, number + 1):
@@ -293,188 +242,16 @@ class Server:
                     continue
                 conn.confirmed = upto
 
-    def _close_ended(self, held: List[_Item]) -> None:
+    def _close_ended(self, held: List[Item]) -> None:
         """Close the connections read to their end whose records are all handled."""
         waiting = {item[3] for item in held}
-        ending: List[_Connection] = []
-        for conn in self._ending:
+        ending: List[Connection] = []
+        for conn in self._inbox.ending:
             if conn in waiting:
                 ending.append(conn)
             elif conn.sock.fileno() >= 0:
-                self._close(conn)
-        self._ending = ending
-
-    def _next_deadline(self) -> Optional[float]:
-        """Seconds until a pending handshake expires or accepting resumes; None: no limit."""
-        deadlines = []
-        if self._pending:
-            deadlines.append(next(iter(self._pending)).deadline)
-        if self._accept_resumes:
-            deadlines.append(self._accept_resumes)
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - time.monotonic())
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        while self._pending:
-            oldest = next(iter(self._pending))
-            if oldest.deadline > now:
-                break
-            self.stats["handshake_timeouts"] += 1
-            self._close(oldest)
-        if self._accept_resumes and now >= self._accept_resumes and not self._stopping:
-            self._accept_resumes = 0.0
-            self._selector.register(self._listening, selectors.EVENT_READ, None)
-
-    def _accept(self) -> None:
-        while True:
-            with _endpoint.fd_lock:
-                try:
-                    sock, _ = self._listening.accept()
-                except (BlockingIOError, InterruptedError):  # none left
-                    return
-                except OSError:
-                    # Out of descriptors (EMFILE) or memory: the connection
-                    # stays in the backlog, and the socket stays readable.
-                    self.stats["accept_errors"] += 1
-                    self._selector.unregister(self._listening)
-                    self._accept_resumes = time.monotonic() + ACCEPT_PAUSE
-                    return
-                _endpoint.child_closes.append(sock.fileno())
-            challenge = os.urandom(_endpoint.CHALLENGE_SIZE)
-            try:
-                sock.setblocking(False)
-                sock.send(challenge)  # fits: a fresh socket's buffer is empty
-            except OSError:
-                _endpoint.close_listed(sock)
-                continue
-            conn = _Connection(sock, challenge)
-            self._connections[sock.fileno()] = conn
-            self._selector.register(sock, selectors.EVENT_READ, conn)
-            self._pending[conn] = None
-            if len(self._pending) > MAX_PENDING:
-                self.stats["handshakes_refused"] += 1
-                self._close(next(iter(self._pending)))
-            self.stats["connections"] += 1
-
-    def _close(self, conn: _Connection) -> None:
-        fd = conn.sock.fileno()
-        if conn.authenticated and fd >= 0:
-            self.turns.unwatch(fd)
-        self._connections.pop(fd, None)
-        self._pending.pop(conn, None)
-        try:
-            self._selector.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
-        _endpoint.close_listed(conn.sock)
-
-    def _read(self, conn: _Connection) -> bool:
-        """Read what ``conn`` has queued, up to _ROUND_LIMIT; True if more may be left.
-
-        At its end the connection is kept until its records are handled and
-        confirmed (see :meth:`_close_ended`): the sender waits for that end
-        to learn that no other confirmation will come.
-        """
-        if conn.ended or conn.sock.fileno() < 0:
-            # Read to its end earlier (a flush drained it): its half frame
-            # was counted then.
-            return False
-        taken = 0
-        while True:
-            try:
-                data = conn.sock.recv(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return False
-            except OSError:
-                data = b""
-            if not data:
-                if conn.buffer:
-                    # The sender died, or gave up, in the middle of a frame.
-                    self.stats["truncated"] += 1
-                    conn.buffer.clear()
-                conn.ended = True
-                self._ending.append(conn)
-                try:
-                    self._selector.unregister(conn.sock)  # else readable in every round
-                except (KeyError, ValueError):
-                    pass
-                return False
-            conn.buffer += data
-            if not self._parse(conn):
-                self._close(conn)
-                return False
-            # A short read emptied the queue as it was when it began.
-            if len(data) < _RECV_SIZE:
-                return False
-            taken += len(data)
-            if taken >= _ROUND_LIMIT:
-                return True
-
-    def _parse(self, conn: _Connection) -> bool:
-        """Handle every whole frame in ``conn.buffer``; False to drop the connection."""
-        buf = conn.buffer
-        pos = 0
-        if not conn.authenticated:
-            # The sender's answer to our challenge, then its own challenge.
-            if len(buf) < 2 * _endpoint.CHALLENGE_SIZE:
-                return True
-            response = bytes(buf[: _endpoint.CHALLENGE_SIZE])
-            if not _endpoint.is_answer(self.key, conn.challenge, response):
-                self.stats["auth_failures"] += 1
-                return False
-            theirs = bytes(buf[_endpoint.CHALLENGE_SIZE : 2 * _endpoint.CHALLENGE_SIZE])
-            # Watched before the answer goes (see Turns.watch).
-            conn.authenticated = True
-            self.turns.watch(conn.sock.fileno())
-            try:
-                # Fits: nothing else is ever sent on this socket.
-                conn.sock.send(_endpoint.listener_answer(self.key, theirs))
-            except OSError:
-                return False
-            self._pending.pop(conn, None)
-            pos = 2 * _endpoint.CHALLENGE_SIZE
-        unpack = _wire.HEADER.unpack_from
-        feed = conn.decoder.feed
-        size = len(buf)
-        view = memoryview(buf)
-        try:
-            while size - pos >= 4:
-                (length,) = unpack(buf, pos)
-                if length > _wire.MAX_FRAME or length == 0:
-                    self.stats["garbage"] += 1
-                    return False
-                end = pos + 4 + length
-                if end > size:
-                    break
-                if length == 1 and buf[pos + 4] == _LEVELS_TAG:
-                    pos = end
-                    self._send_levels(conn)
-                    continue
-                try:
-                    decoded = feed(view[pos + 4 : end].tobytes())
-                except _wire.Garbage:
-                    self.stats["garbage"] += 1
-                    return False
-                pos = end
-                if decoded is not None:
-                    route, record = decoded
-                    conn.received += 1
-                    self._incoming.append((_stamp(record), route, record, conn, conn.received))
-        finally:
-            view.release()
-        if pos:
-            del buf[:pos]
-        return True
-
-    @staticmethod
-    def _send_levels(conn: _Connection) -> None:
-        """Answer a sender that asks for this process's logger levels (see _wire.LEVELS)."""
-        try:
-            conn.sock.send(_wire.levels_message(*_reach.levels()))
-        except OSError:
-            pass  # fits: asked before any record, so nothing else is queued
+                self._inbox.close(conn)
+        self._inbox.ending = ending
 
     def _serve_requests(self) -> None:
         try:
@@ -537,17 +314,17 @@ class Server:
         deadline = time.monotonic() + timeout
 
         def finish() -> None:
-            if not self._accept_resumes:  # else not registered now
+            if not self._inbox.accept_resumes:  # else not registered now
                 self._selector.unregister(self._listening)
             self._drain()
             # Half-sent frames: their senders are mid-sendall. Wait a bounded time.
-            while any(c.buffer for c in self._connections.values()):
+            while any(c.buffer for c in self._inbox.connections.values()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 for key, _ in self._selector.select(min(remaining, 0.05)):
-                    if isinstance(key.data, _Connection):
-                        while self._read(key.data):
+                    if isinstance(key.data, _inbox.Connection):
+                        while self._inbox.read(key.data):
                             pass
             # Senders may still be sending (forked children outlive the top).
             # What the kernel holds for us is handled; what comes after is
@@ -569,12 +346,17 @@ class Server:
 
     def _release_resources(self) -> None:
         with _endpoint.fd_lock:  # a child forked in between would keep them open
-            for fd in (self._listening.fileno(), self._wake_r, self._wake_w, *self._connections):
+            for fd in (
+                self._listening.fileno(),
+                self._wake_r,
+                self._wake_w,
+                *self._inbox.connections,
+            ):
                 _endpoint.forget_descriptor(fd)
             self.turns.close()
-            for conn in list(self._connections.values()):
+            for conn in list(self._inbox.connections.values()):
                 conn.sock.close()
-            self._connections.clear()
+            self._inbox.connections.clear()
             self._listening.close()
             for fd in (self._wake_r, self._wake_w):
                 try:
@@ -588,22 +370,8 @@ class Server:
         self._requests = []
 
 
-_LEVELS_TAG = _wire.LEVELS[0]
-
-
-def _made(item: _Item) -> float:
+def _made(item: Item) -> float:
     return item[0]
-
-
-def _stamp(record: logging.LogRecord) -> float:
-    """When ``record`` was made; 0 if a record factory left something odd there."""
-    created = record.created
-    if created.__class__ is float:
-        return created  # type: ignore[no-any-return]
-    try:
-        return float(created)
-    except (TypeError, ValueError, OverflowError):
-        return 0.0
 
 
 _server: Optional[Server] = None

@@ -27,7 +27,8 @@ LAYERS: List[Set[str]] = [
     # sender keeps until confirmed.
     {"_reach", "_router", "_unconfirmed"},
     {"_turns", "_naming"},  # when the top's records wait for the listener; naming the walk's finds
-    {"_server"},  # the listener
+    {"_inbox"},  # the listener's connections: accept, handshake, frames read into records
+    {"_server"},  # the listener: its thread, rounds and lifetime
     {"_tree", "_detect"},  # which tree this process belongs to; fork-hazard detectors
     {"_channel"},  # a sender's connection to the listener
     {"handlers"},  # QueueHandler and QueueListener

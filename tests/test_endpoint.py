@@ -47,7 +47,7 @@ def unix_names() -> str:
 EXIT_WAYS = """
 import logging, os, signal, sys
 import forksafe_logging
-from forksafe_logging import _endpoint, _server
+from forksafe_logging import _endpoint, _inbox
 from scenario_lib import child, report
 
 if sys.argv[2] == "files":
@@ -313,10 +313,10 @@ def test_no_child_inherits_a_connection(tmp_path: Path, side: str) -> None:
 STRANGERS = """
 import json, logging, os, resource, socket, sys, threading, time
 import forksafe_logging
-from forksafe_logging import _endpoint, _server
+from forksafe_logging import _endpoint, _inbox
 from scenario_lib import child, report
 
-_server.HANDSHAKE_TIMEOUT = float(sys.argv[2])
+_inbox.HANDSHAKE_TIMEOUT = float(sys.argv[2])
 logging.basicConfig(filename="out.log", level=logging.INFO, format="%(message)s")
 forksafe_logging.install()
 listener = forksafe_logging.QueueListener()
@@ -417,7 +417,7 @@ def test_out_of_descriptors_pauses_accepting(tmp_path: Path) -> None:
 WHERE = """
 import logging, os
 import forksafe_logging
-from forksafe_logging import _endpoint, _server
+from forksafe_logging import _endpoint, _inbox
 from scenario_lib import report
 
 _endpoint.ABSTRACT = False  # the socket file of systems without abstract sockets
