@@ -119,6 +119,7 @@ class Inbox:
         return max(0.0, min(deadlines) - time.monotonic())
 
     def expire(self, accepting: bool) -> None:
+        """Close the handshakes past their deadline; resume a paused accept() if ``accepting``."""
         now = time.monotonic()
         while self._pending:
             oldest = next(iter(self._pending))
@@ -131,6 +132,7 @@ class Inbox:
             self._selector.register(self._listening, selectors.EVENT_READ, None)
 
     def accept(self) -> None:
+        """Take every connection waiting in the backlog, and send each its challenge."""
         while True:
             with _endpoint.fd_lock:
                 try:
@@ -162,6 +164,7 @@ class Inbox:
             self._stats["connections"] += 1
 
     def close(self, conn: Connection) -> None:
+        """Forget ``conn`` everywhere it is registered, and close its socket."""
         fd = conn.sock.fileno()
         if conn.authenticated and fd >= 0:
             self._turns.unwatch(fd)
