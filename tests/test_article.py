@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import os
+import sys
 
 import pytest
 
@@ -56,9 +57,13 @@ def test_plain_logging_loses_lines_without_fork() -> None:
 def test_installed_never_hangs(handler: str, method: str) -> None:
     """With install(), every run finishes with every line once: stdlib QueueHandler, and ours."""
     runs = STRESS_RUNS if method == "fork" else SLOW_RUNS
-    outcomes = collections.Counter(
-        run_article(use_library=True, handler=handler, start_method=method) for _ in range(runs)
-    )
+    outcomes: collections.Counter[str] = collections.Counter()
+    for n in range(runs):
+        outcomes[run_article(use_library=True, handler=handler, start_method=method)] += 1
+        if n % 50 == 49:
+            # Progress of a long run (seen with -s, as make stress runs it).
+            sys.stdout.write(" %d:%s" % (n + 1, dict(outcomes)))
+            sys.stdout.flush()
     print(
         "article's program (%s handler, %s) with install(): %s" % (handler, method, dict(outcomes))
     )
