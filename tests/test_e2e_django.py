@@ -8,11 +8,11 @@ sends requests, stops gunicorn, and reads the log file: every request's
 record is in it exactly once, naming the worker that served it, and every
 line was written by the master.
 
-That more than one worker logs is made certain, not left to the kernel's
-choice of which worker accepts: the first ``WORKERS`` requests each hold
-their worker (at a gate the test opens once all of them have arrived), so
-each is served by a different worker. Sequential requests alone were all
-served by one worker in a CI run.
+That every worker serves and logs is made certain, not left to the
+kernel's choice of which worker accepts: the first ``WORKERS`` requests
+each hold their worker at a gate (``through_the_gate``), so each is served
+by a different worker. Sequential requests alone were all served by one
+worker in a CI run.
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, Set
 
 import pytest
 from conftest import PACKAGE_HOME, TESTS
-from test_e2e_uvicorn import answers, get, wait_for
+from test_e2e_uvicorn import GATE_CLIENT, answers, gate_socket, get, through_the_gate, wait_for
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -38,10 +36,11 @@ RECIPE = TESTS.parent / "docs" / "recipes" / "django"
 WORKERS = 3
 REQUESTS = 150
 
-URLS = """\
+URLS = (
+    GATE_CLIENT
+    + """\
 import logging
 import os
-import socket
 
 from django.http import HttpResponse
 from django.urls import path
@@ -52,17 +51,13 @@ log = logging.getLogger("mysite.views")
 def serve(request, request_id):
     log.info("request %s", request_id)
     if request_id.startswith("gate"):
-        # Hold this worker until the test has seen every gate request arrive.
-        with socket.socket(socket.AF_UNIX) as gate:
-            gate.settimeout(60)
-            gate.connect(os.environ["GATE"])
-            gate.sendall(b"%d\\n" % os.getpid())
-            gate.recv(1)
+        wait_at_gate()
     return HttpResponse(b"%d" % os.getpid(), content_type="text/plain")
 
 
 urlpatterns = [path("<str:request_id>", serve)]
 """
+)
 
 WSGI = """\
 import os
@@ -119,45 +114,6 @@ def _project(tmp_path: Path) -> None:
     (site / "stamp.py").write_text(STAMP)
 
 
-def _through_the_gate(gate: socket.socket, sock_path: str, served: Dict[str, int]) -> None:
-    """Send ``WORKERS`` requests at once, each held by its worker until all arrived.
-
-    A gunicorn sync worker serves one request at a time, so while held each
-    keeps its worker busy and the next request can only be accepted by
-    another: the gate opens once every worker holds one.
-    """
-    errors: List[BaseException] = []
-
-    def one(request_id: str) -> None:
-        try:
-            served[request_id] = get(sock_path, request_id)
-        except BaseException as exc:  # reported by the test below
-            errors.append(exc)
-
-    senders = [
-        threading.Thread(target=one, args=("gate%d" % n,), daemon=True) for n in range(WORKERS)
-    ]
-    for sender in senders:
-        sender.start()
-    held: List[socket.socket] = []
-    try:
-        for _ in range(WORKERS):
-            conn = gate.accept()[0]
-            held.append(conn)
-            conn.settimeout(30)
-            conn.recv(64)  # the worker's pid: it is inside the view
-    except socket.timeout:
-        pytest.fail("%d of %d workers reached the gate within 60 s" % (len(held), WORKERS))
-    finally:
-        for conn in held:
-            with conn:
-                conn.sendall(b"!")
-        for sender in senders:
-            sender.join(60)
-    assert not errors, errors
-    assert not any(sender.is_alive() for sender in senders)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_django_logging_under_gunicorn(tmp_path: Path) -> None:
     """Every request of every worker once in the file, written by the master."""
@@ -173,10 +129,7 @@ def test_django_logging_under_gunicorn(tmp_path: Path) -> None:
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(PACKAGE_HOME)])
     env["DJANGO_SETTINGS_MODULE"] = "mysite.settings"
     env["GATE"] = str(tmp_path / "gate")
-    gate = socket.socket(socket.AF_UNIX)
-    gate.bind(env["GATE"])
-    gate.listen(WORKERS)
-    gate.settimeout(60)
+    gate = gate_socket(env["GATE"])
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(RECIPE / "gunicorn.conf.py"),
          "--workers", str(WORKERS), "--bind", "unix:" + sock_path, "mysite.wsgi"],
@@ -187,7 +140,7 @@ def test_django_logging_under_gunicorn(tmp_path: Path) -> None:
     try:
         wait_for(lambda: answers(sock_path), 60, "gunicorn's first answer")
         served: Dict[str, int] = {}
-        _through_the_gate(gate, sock_path, served)
+        through_the_gate(gate, sock_path, served, WORKERS, "gate")
         for n in range(REQUESTS):
             served["r%d" % n] = get(sock_path, "r%d" % n)
     finally:

@@ -9,6 +9,10 @@ more, stops the server, and reads the log file: every request's record and
 access line is in it exactly once, each line written by the supervisor
 (lines start with the pid of the process that wrote them), and no worker
 ever had the file open.
+
+That the replacement serves (and logs) is made certain, not left to which
+worker the kernel wakes: requests sent one after another each hold their
+worker at a gate (:func:`through_the_gate`) until every worker holds one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Set
@@ -36,7 +41,23 @@ WORKERS = 4
 #: Requests before the kill of a worker, and at least as many after.
 REQUESTS = 200
 
-APP = """\
+#: Worker-side code of the gate (see :func:`through_the_gate`), for the apps.
+GATE_CLIENT = """\
+def wait_at_gate():
+    # Hold this worker (its thread; an event loop with it) until the test opens the gate.
+    import os, socket
+    with socket.socket(socket.AF_UNIX) as gate:
+        gate.settimeout(60)
+        gate.connect(os.environ["GATE"])
+        gate.sendall(b"%d\\n" % os.getpid())
+        gate.recv(1)
+
+
+"""
+
+APP = (
+    GATE_CLIENT
+    + """\
 import logging
 import os
 
@@ -53,12 +74,15 @@ class Stamp(logging.Filter):
 async def app(scope, receive, send):
     assert scope["type"] == "http"
     log.info("request %s", scope["path"].lstrip("/"))
+    if scope["path"].startswith("/gate"):
+        wait_at_gate()  # blocks the worker's event loop: it accepts nothing meanwhile
     body = b"%d" % os.getpid()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"),
                             (b"content-length", b"%d" % len(body))]})
     await send({"type": "http.response.body", "body": body})
 """
+)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -122,6 +146,58 @@ def holds(pid: int, path: Path) -> bool:
     return False
 
 
+def gate_socket(path: str) -> socket.socket:
+    """The test's end of the gate, at ``path`` (the workers find it in ``$GATE``)."""
+    gate = socket.socket(socket.AF_UNIX)
+    gate.bind(path)
+    gate.listen(16)
+    gate.settimeout(60)
+    return gate
+
+
+def through_the_gate(
+    gate: socket.socket, sock_path: str, served: Dict[str, int], workers: int, prefix: str
+) -> None:
+    """Send ``workers`` requests, each once the last is held by its worker, then open the gate.
+
+    A held worker accepts no connection (a sync worker is inside the
+    request; an asyncio worker's loop is blocked), so each request goes to a
+    worker not yet held: when all are held, each of the ``workers`` workers
+    has served one. A request that no free worker takes fails the test
+    after 60 s, saying how many reached the gate.
+    """
+    errors: List[BaseException] = []
+
+    def one(request_id: str) -> None:
+        try:
+            served[request_id] = get(sock_path, request_id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    senders: List[threading.Thread] = []
+    held: List[socket.socket] = []
+    try:
+        for n in range(workers):
+            sender = threading.Thread(target=one, args=("%s%d" % (prefix, n),), daemon=True)
+            sender.start()
+            senders.append(sender)
+            try:
+                conn = gate.accept()[0]
+            except socket.timeout:
+                pytest.fail("%d of %d workers reached the gate within 60 s" % (n, workers))
+            held.append(conn)
+            conn.settimeout(30)
+            conn.recv(64)  # the worker's pid: it is inside the request now
+    finally:
+        for conn in held:
+            with conn:
+                conn.sendall(b"!")
+        for sender in senders:
+            sender.join(60)
+    assert not errors, errors
+    assert not any(sender.is_alive() for sender in senders)
+
+
 def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
@@ -145,6 +221,8 @@ def test_uvicorn_workers(tmp_path: Path) -> None:
     sock_path = str(tmp_path / "s")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(PACKAGE_HOME)])
+    env["GATE"] = str(tmp_path / "gate")
+    gate = gate_socket(env["GATE"])
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app:app", "--workers", str(WORKERS),
          "--uds", sock_path, "--log-config", "log.json", "--lifespan", "off",
@@ -165,16 +243,11 @@ def test_uvicorn_workers(tmp_path: Path) -> None:
         victim = next(iter(first_workers))
         assert victim in workers
         os.kill(victim, signal.SIGKILL)
-        # uvicorn starts a worker in its place: requests go on until it answers.
-        after: Set[int] = set()
-        n = 0
-        deadline = time.monotonic() + 60
-        while not (after - set(workers)) or n < REQUESTS:
-            assert time.monotonic() < deadline, "no new worker answered within 60 s"
-            pid = get(sock_path, "b%d" % n)
-            served["b%d" % n] = pid
-            after.add(pid)
-            n += 1
+        # uvicorn starts a worker in its place; with every live worker held
+        # at the gate in turn, the replacement serves one of those requests.
+        through_the_gate(gate, sock_path, served, WORKERS, "gate")
+        for n in range(REQUESTS):
+            served["b%d" % n] = get(sock_path, "b%d" % n)
         opened += [pid for pid in children(server.pid) if holds(pid, log_file)]
         supervisor_holds = holds(server.pid, log_file)
     finally:
@@ -185,6 +258,8 @@ def test_uvicorn_workers(tmp_path: Path) -> None:
             os.killpg(server.pid, signal.SIGKILL)
             output = server.communicate()[0].decode(errors="replace")
             pytest.fail("uvicorn did not stop within 40 s:\n" + output)
+        finally:
+            gate.close()
     assert server.returncode == 0, output
     assert opened == [], "workers that opened the log file: %s" % opened
     assert supervisor_holds
@@ -208,4 +283,6 @@ def test_uvicorn_workers(tmp_path: Path) -> None:
     assert access == dict.fromkeys(served, 1)
     # Each record names the worker that served its request.
     assert by_worker == served
-    assert set(served.values()) - set(workers)  # the replacement served too
+    gated = {served["gate%d" % n] for n in range(WORKERS)}
+    assert len(gated) == WORKERS
+    assert gated - set(workers)  # the replacement served too
