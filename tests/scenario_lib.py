@@ -98,6 +98,42 @@ class Holder:
         self.thread.join(10)
 
 
+class Behind:
+    """A forked child whose record a record of the top must follow.
+
+    The child logs ``"hello"`` on ``logger`` at once, then ``"behind"``
+    when told (:meth:`send_behind`), then exits when told (:meth:`finish`).
+    """
+
+    def __init__(self, logger: str) -> None:
+        go_r, self._go_w = os.pipe()
+        self._sent_r, sent_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            kid = logging.getLogger(logger)
+            kid.info("hello")
+            os.write(sent_w, b"x")
+            os.read(go_r, 1)
+            kid.info("behind")  # in the kernel when the call returns
+            os.write(sent_w, b"x")
+            os.read(go_r, 1)
+            os._exit(0)
+
+    def hello_sent(self) -> None:
+        """Return once the child's ``"hello"`` is sent."""
+        os.read(self._sent_r, 1)
+
+    def send_behind(self) -> None:
+        """Return once the child's ``"behind"`` is sent (in the kernel, or being dispatched)."""
+        os.write(self._go_w, b"x")
+        os.read(self._sent_r, 1)
+
+    def finish(self) -> None:
+        """Let the child exit, and reap it."""
+        os.write(self._go_w, b"x")
+        os.waitpid(self.pid, 0)
+
+
 def timed(fn: Callable[[], Any]) -> float:
     """Seconds ``fn`` took."""
     started = time.monotonic()

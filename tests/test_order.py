@@ -260,25 +260,13 @@ def test_order_wait_checked(value: object, error: type) -> None:
 
 
 NESTED = """
-    import logging, os, time
-    from scenario_lib import report, install_from_argv
+    import logging, time
+    from scenario_lib import Behind, report, install_from_argv
     import forksafe_logging
 
     install_from_argv()
     logging.basicConfig(filename="top.log", level=logging.INFO, format="%(message)s")
-    go_r, go_w = os.pipe()
-    sent_r, sent_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        kid = logging.getLogger("kid")
-        kid.info("hello")
-        os.write(sent_w, b"x")
-        os.read(go_r, 1)
-        kid.info("behind")  # in the kernel when the call returns
-        os.write(sent_w, b"x")
-        os.read(go_r, 1)
-        os._exit(0)
-
+    kid = Behind("kid")
     took = []
 
     class Chatty(logging.Handler):
@@ -288,8 +276,7 @@ NESTED = """
         def emit(self, record):
             message = record.getMessage()
             if message == "outer":
-                os.write(go_w, b"x")
-                os.read(sent_r, 1)
+                kid.send_behind()
                 started = time.monotonic()
                 logging.getLogger("nested").info("nested in the top")
                 took.append(time.monotonic() - started)
@@ -306,11 +293,10 @@ NESTED = """
     chatty.addFilter(note)
     logging.getLogger().addHandler(chatty)
     listener = forksafe_logging.QueueListener()
-    os.read(sent_r, 1)
+    kid.hello_sent()
     listener.flush(30)  # "hello" handled: a child is connected from now on
     logging.getLogger("top").info("outer")
-    os.write(go_w, b"x")
-    os.waitpid(pid, 0)
+    kid.finish()
     listener.flush(30)
     report(took=took[0], expired=listener.stats()["order_waits_expired"])
 """
@@ -347,8 +333,8 @@ def test_logging_from_inside_a_handler_never_waits(scenario: Scenario) -> None:
 
 
 UNLISTED = """
-    import logging, logging.config, os, sys, threading, time
-    from scenario_lib import report, install_from_argv
+    import logging, logging.config, sys, threading, time
+    from scenario_lib import Behind, report, install_from_argv
     import forksafe_logging
 
     variant = sys.argv[2]
@@ -362,8 +348,7 @@ UNLISTED = """
 
         def emit(self, record):
             if record.getMessage() == "outer":
-                os.write(go_w, b"x")
-                os.read(sent_r, 1)  # the child's "behind" is in the kernel, or being dispatched
+                kid.send_behind()
                 started = time.monotonic()
                 logging.getLogger("nested").info("nested in the top")
                 took.append(time.monotonic() - started)
@@ -381,24 +366,12 @@ UNLISTED = """
                                   "formatter": "plain"}},
             "root": {"level": "INFO", "handlers": ["file"]},
         })
-    go_r, go_w = os.pipe()
-    sent_r, sent_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        kid = logging.getLogger("shared.kid")
-        kid.info("hello")
-        os.write(sent_w, b"x")
-        os.read(go_r, 1)
-        kid.info("behind")
-        os.write(sent_w, b"x")
-        os.read(go_r, 1)
-        os._exit(0)
+    kid = Behind("shared.kid")
     listener = forksafe_logging.QueueListener()
-    os.read(sent_r, 1)
+    kid.hello_sent()
     listener.flush(30)
     logging.getLogger("shared.top").info("outer")
-    os.write(go_w, b"x")
-    os.waitpid(pid, 0)
+    kid.finish()
     listener.flush(30)
     report(took=took[0], expired=listener.stats()["order_waits_expired"])
 """
