@@ -99,8 +99,9 @@ class Inbox:
         #: Connections that have not answered the challenge yet, oldest first
         #: (a dict as an ordered set).
         self._pending: Dict[Connection, None] = {}
-        #: While accepting is paused (see ACCEPT_PAUSE): when it resumes.
-        self.accept_resumes = 0.0
+        #: While accepting is paused (see ACCEPT_PAUSE): when it resumes;
+        #: the listening socket is out of the selector meanwhile.
+        self._accept_resumes = 0.0
         #: Records read and not yet taken by the listener's round.
         self.incoming: List[Item] = []
         #: Connections read to their end, not closed yet (the listener
@@ -112,14 +113,14 @@ class Inbox:
         deadlines = []
         if self._pending:
             deadlines.append(next(iter(self._pending)).deadline)
-        if self.accept_resumes:
-            deadlines.append(self.accept_resumes)
+        if self._accept_resumes:
+            deadlines.append(self._accept_resumes)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
 
-    def expire(self, accepting: bool) -> None:
-        """Close the handshakes past their deadline; resume a paused accept() if ``accepting``."""
+    def expire(self) -> None:
+        """Close the handshakes past their deadline; resume a paused accept() when it is time."""
         now = time.monotonic()
         while self._pending:
             oldest = next(iter(self._pending))
@@ -127,9 +128,19 @@ class Inbox:
                 break
             self._stats["handshake_timeouts"] += 1
             self.close(oldest)
-        if self.accept_resumes and now >= self.accept_resumes and accepting:
-            self.accept_resumes = 0.0
+        if self._accept_resumes and now >= self._accept_resumes:
+            self._accept_resumes = 0.0
             self._selector.register(self._listening, selectors.EVENT_READ, None)
+
+    def stop_accepting(self) -> None:
+        """Take the listening socket out of the selector for good (the listener stops).
+
+        New connections wait in the backlog until the socket is closed. A
+        paused accept() is not resumed: the socket is out already.
+        """
+        if not self._accept_resumes:
+            self._selector.unregister(self._listening)
+        self._accept_resumes = 0.0
 
     def accept(self) -> None:
         """Take every connection waiting in the backlog, and send each its challenge."""
@@ -144,7 +155,7 @@ class Inbox:
                     # stays in the backlog, and the socket stays readable.
                     self._stats["accept_errors"] += 1
                     self._selector.unregister(self._listening)
-                    self.accept_resumes = time.monotonic() + ACCEPT_PAUSE
+                    self._accept_resumes = time.monotonic() + ACCEPT_PAUSE
                     return
                 _endpoint.child_closes.append(sock.fileno())
             challenge = os.urandom(_endpoint.CHALLENGE_SIZE)

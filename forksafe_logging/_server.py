@@ -179,7 +179,7 @@ class Server:
                     self._inbox.close(key.data)
         # After the events: an answer that has arrived counts, however
         # long a handler kept this thread away.
-        self._inbox.expire(not self._stopping)
+        self._inbox.expire()
         self._release(cutoff)
         return wake
 
@@ -314,8 +314,7 @@ class Server:
         deadline = time.monotonic() + timeout
 
         def finish() -> None:
-            if not self._inbox.accept_resumes:  # else not registered now
-                self._selector.unregister(self._listening)
+            self._inbox.stop_accepting()
             self._drain()
             # Half-sent frames: their senders are mid-sendall. Wait a bounded time.
             while any(c.buffer for c in self._inbox.connections.values()):
