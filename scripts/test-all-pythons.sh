@@ -61,34 +61,37 @@ if [ -z "$wheel" ]; then
     exit 2
 fi
 
-ran=() skipped=() failed=() fetched=() crashed=()
-for v in "${versions[@]}"; do
-    py=$(find_python "$v")
-    if [ -z "$py" ]; then
-        # The script says on stderr what it did, or why it could not.
-        if py=$(scripts/get-python.sh "$v" | tail -n 1) && [ -n "$py" ]; then
-            fetched+=("$v")
-        else
-            skipped+=("$v (no interpreter found, and scripts/get-python.sh could not fetch one)")
-            continue
-        fi
-    fi
-    venv="$root/.venvs/py$v"
+# Versions run side by side, FORKSAFE_LANES at a time (default 2): the suite
+# spends most of its time waiting on the processes it starts (a version's
+# run keeps one CPU less than half busy), so two lanes on two CPUs take about
+# half the time of one. Each version writes its own log in .ci-logs/ (tail
+# it to follow a run), printed whole, in version order, once it is done.
+lanes=${FORKSAFE_LANES:-2}
+[[ $lanes =~ ^[1-9][0-9]*$ ]] || { echo "FORKSAFE_LANES must be a positive number; got '$lanes'" >&2; exit 2; }
+logs="$root/.ci-logs"
+rm -rf "$logs"
+mkdir -p "$logs"
+
+# Each version's result, one line each in $logs/$v.result: "ran", "failed
+# <why>" or "crashed <why>". Its output goes to $logs/$v.log.
+test_version() {  # $1 = minor version, $2 = interpreter
+    local v=$1 py=$2 result="$logs/$1.result" venv="$root/.venvs/py$1" ok=1 rc=0 spec
+    shift 2  # the rest: pytest's arguments
     if [ ! -x "$venv/bin/python" ] || [ ! -x "$venv/bin/pip" ]; then
-        make_venv "$py" "$venv" || { failed+=("$v (venv)"); continue; }
+        make_venv "$py" "$venv" || { echo "failed $v (venv)" >> "$result"; return; }
     fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1
     if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"; then
-        failed+=("$v (install)")
-        continue
+        echo "failed $v (install)" >> "$result"
+        return
     fi
     # e2e: the servers and pools of the end-to-end tests. Where they do not
     # install, the tests that need them skip and say why.
     if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[test,e2e]"; then
         echo "warning: the e2e extra did not install on Python $v: its tests will skip" >&2
         if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "${wheel}[test]"; then
-            failed+=("$v (install)")
-            continue
+            echo "failed $v (install)" >> "$result"
+            return
         fi
     fi
     if [[ " ${uwsgi_versions[*]} " == *" $v "* ]] \
@@ -100,19 +103,21 @@ for v in "${versions[@]}"; do
     echo "=== Python $v ($("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])')): tests against $(basename "$wheel"), structlog not installed"
     # The pytest script, not 'python -m pytest': the latter puts the source
     # tree on sys.path, and the suite must import the installed wheel.
-    ok=1 rc=0
     # --durations: where a version's minutes go shows in the CI log.
-    (cd "$root" && FORKSAFE_TEST_WHEEL=1 "$venv/bin/pytest" -rs --durations=10 "$@") || rc=$?
+    # --basetemp: a lane's own, so that two pytest runs at once never clean
+    # up each other's temporary directories.
+    local pytest=("$venv/bin/pytest" --basetemp "$logs/tmp-$v")
+    (cd "$root" && FORKSAFE_TEST_WHEEL=1 "${pytest[@]}" -rs --durations=10 "$@") || rc=$?
     if [ "$rc" -gt 128 ]; then
         # The interpreter itself died (139: SIGSEGV, 134: SIGABRT): seen once,
         # on pyenv's 3.12.1, in its cycle collector during a test that ran
         # no code of ours (the library is pure Python). Run the suite once more so that one crash does not
         # hide the rest; a second crash fails, and the first is reported
         # below either way, never hidden.
-        crashed+=("$v (pytest died with status $rc; see the faulthandler traceback above)")
+        echo "crashed $v (pytest died with status $rc; see the faulthandler traceback above)" >> "$result"
         echo "=== Python $v: the interpreter crashed (status $rc); the suite runs once more"
         rc=0
-        (cd "$root" && FORKSAFE_TEST_WHEEL=1 "$venv/bin/pytest" -rs "$@") || rc=$?
+        (cd "$root" && FORKSAFE_TEST_WHEEL=1 "${pytest[@]}" -rs "$@") || rc=$?
     fi
     [ "$rc" -eq 0 ] || ok=0
     for spec in "${structlogs[@]}"; do
@@ -121,12 +126,12 @@ for v in "${versions[@]}"; do
             continue
         fi
         if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$spec"; then
-            failed+=("$v ($spec: install)")
+            echo "failed $v ($spec: install)" >> "$result"
             ok=0
             continue
         fi
         echo "=== Python $v: structlog tests with structlog $("$venv/bin/python" -c 'import structlog; print(structlog.__version__)')"
-        (cd "$root" && FORKSAFE_TEST_WHEEL=1 "$venv/bin/pytest" "$@" tests/test_structlog.py) || ok=0
+        (cd "$root" && FORKSAFE_TEST_WHEEL=1 "${pytest[@]}" "$@" tests/test_structlog.py) || ok=0
     done
     if [[ " ${doctest_versions[*]} " == *" $v "* ]]; then
         echo "=== Python $v: the docs' doctests, against the installed wheel"
@@ -140,11 +145,69 @@ for v in "${versions[@]}"; do
         fi
     fi
     if [ $ok = 1 ]; then
-        ran+=("$v")
+        echo "ran" >> "$result"
     else
-        failed+=("$v")
+        echo "failed $v" >> "$result"
     fi
+}
+
+ran=() skipped=() failed=() fetched=() crashed=()
+# Interpreters first, one at a time: scripts/get-python.sh keeps one APT
+# state for every version it fetches.
+queue=() pythons=()
+for v in "${versions[@]}"; do
+    py=$(find_python "$v")
+    if [ -z "$py" ]; then
+        # The script says on stderr what it did, or why it could not.
+        if py=$(scripts/get-python.sh "$v" | tail -n 1) && [ -n "$py" ]; then
+            fetched+=("$v")
+        else
+            skipped+=("$v (no interpreter found, and scripts/get-python.sh could not fetch one)")
+            continue
+        fi
+    fi
+    queue+=("$v")
+    pythons+=("$py")
 done
+
+printed=0
+print_finished() {  # each finished version's log, in version order, once
+    local v
+    while [ "$printed" -lt "${#queue[@]}" ]; do
+        v=${queue[$printed]}
+        [ -f "$logs/$v.end" ] || return 0
+        cat "$logs/$v.log"
+        echo "=== Python $v: done in $(( $(cat "$logs/$v.end") - $(cat "$logs/$v.start") )) s (its log: $logs/$v.log)"
+        while read -r outcome why; do
+            case $outcome in
+                ran) ran+=("$v") ;;
+                crashed) crashed+=("$why") ;;
+                *) failed+=("$why") ;;
+            esac
+        done < "$logs/$v.result"
+        printed=$((printed + 1))
+    done
+}
+
+for i in "${!queue[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$lanes" ]; do
+        wait -n
+        print_finished
+    done
+    v=${queue[$i]}
+    echo "=== Python $v: started ($(date -u +%H:%M:%S); lanes: $lanes)"
+    date +%s > "$logs/$v.start"
+    # A lane that dies without a result (killed) still leaves one.
+    (test_version "$v" "${pythons[$i]}" "$@" > "$logs/$v.log" 2>&1
+        [ -s "$logs/$v.result" ] || echo "failed $v (its lane ended without a result)" >> "$logs/$v.result"
+        date +%s > "$logs/$v.end") &
+done
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do
+    wait -n
+    print_finished
+done
+wait
+print_finished
 
 echo
 echo "Python versions tested: ${ran[*]:-none}"
