@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 from collections.abc import Mapping
 
 from forksafe_logging import (
     _atfork,
-    _compat,
     _forward,
     _join,
+    _ledger,
     _server,
     _settings,
     _tree,
@@ -160,18 +158,8 @@ def install(
             _forward.prepare_forwarder()
         else:
             _join.withdraw()
-        _switch_subprocesses(subprocesses)
+        _join.switch_subprocesses(subprocesses)
         _settings.current = settings
-
-
-def _switch_subprocesses(on: bool) -> None:
-    # For every program started from here on.
-    if on:
-        os.environ[_settings.SUBPROCESSES_SWITCH] = "1"
-        _settings.set_switch = True
-    elif _settings.set_switch:
-        os.environ.pop(_settings.SUBPROCESSES_SWITCH, None)
-        _settings.set_switch = False
 
 
 def attach() -> None:
@@ -219,31 +207,10 @@ def uninstall() -> None:
     .. versionadded:: 0.1.0
     """
     with _settings.install_lock:
-        was = _settings.current
         _settings.current = None
-        # A forked child that has not used logging yet still has what it
-        # inherited on its loggers: it keeps it.
-        _forward.disarm()
-        _join.withdraw()
-        _switch_subprocesses(False)
-        if _settings.undo:
-            _forward.restore(_settings.undo)
-            del _settings.undo[:]
-        _forward.give_back_handler_list()
-        # On 3.13 the filter of the last fork stays until the next one's
-        # before hook, which does nothing once switched off.
-        _compat.unquiet_fork_warning(every=True)
-        if was is not None and _settings.started_listener and _server.current() is not None:
-            _settings.started_listener = False
-            _server.stop()
-            _tree.unpublish()
-            for handler in list(logging._handlerList):  # type: ignore[attr-defined]
-                h = handler()
-                if h is not None:
-                    try:
-                        h.flush()
-                    except Exception:
-                        pass
+        # Everything in the ledger, in its order: what is still ours goes
+        # back to what it was (see _ledger and docs/architecture.md).
+        _ledger.undo_all()
 
 
 def is_installed() -> bool:

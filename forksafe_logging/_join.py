@@ -11,6 +11,7 @@ child, which happens after the child has imported the parent's main module
 from __future__ import annotations
 
 import multiprocessing.process
+import os
 import sys
 
 from forksafe_logging import _atfork, _forward, _reach, _server, _settings, _tree
@@ -64,6 +65,16 @@ def attach_spawned(endpoint: Any, found: Dict[str, int], disable: int) -> _Attac
     return _Attach()
 
 
+def switch_subprocesses(on: bool) -> None:
+    """Make every Python program started from here on join the tree as it starts, or not."""
+    if on:
+        os.environ[_settings.SUBPROCESSES_SWITCH] = "1"
+        _settings.set_switch = True
+    elif _settings.set_switch:
+        os.environ.pop(_settings.SUBPROCESSES_SWITCH, None)
+        _settings.set_switch = False
+
+
 def _process_modules() -> List[Any]:
     """``multiprocessing.process``, and billiard's copy of it if it is imported.
 
@@ -83,6 +94,11 @@ def advertise() -> None:
     """Make children that ``multiprocessing`` starts from now on attach themselves."""
     for module in _process_modules():
         module.current_process()._config[CONFIG_KEY] = _Attach()
+
+
+def advertised() -> bool:
+    """Whether :func:`advertise` is in force (for ``uninstall()``)."""
+    return any(CONFIG_KEY in module.current_process()._config for module in _process_modules())
 
 
 def withdraw() -> None:

@@ -80,3 +80,18 @@ def active() -> bool:
     """Whether the patch is in force (for the tests and ``diagnose()``)."""
     patched = vars(logging.Logger).get("callHandlers") is _call_handlers_in_turn
     return _active is not None and patched
+
+
+def patched() -> bool:
+    """Whether ``Logger.callHandlers`` is still ours, waiting or passing through."""
+    return vars(logging.Logger).get("callHandlers") is _call_handlers_in_turn
+
+
+def unpatch() -> None:
+    """Give ``Logger.callHandlers`` back, unless a listener of this process needs it.
+
+    For ``uninstall()`` in a forked child, which inherits the patch (passing
+    through: :func:`_forget`); in the top the listener's stop takes it out.
+    """
+    if _active is None and patched():
+        logging.Logger.callHandlers = _wrapped  # type: ignore[method-assign,assignment]

@@ -89,8 +89,22 @@ def publish(where: Endpoint) -> None:
     # abstract address: "@" stands for it, as in ss(8) and /proc/net/unix.
     if address.startswith("\0"):
         address = "@" + address[1:]
-    os.environ[ENV_VAR] = "%d:%s:%s" % (pid, key.hex(), address)
+    global _published
+    value = _published = "%d:%s:%s" % (pid, key.hex(), address)
+    os.environ[ENV_VAR] = value
+
+
+#: The value :func:`publish` set, in this process or (copied by fork) in the
+#: parent: what ``uninstall()`` may take out.
+_published: Optional[str] = None
+
+
+def published() -> bool:
+    """Whether :data:`ENV_VAR` holds what the library published."""
+    return _published is not None and os.environ.get(ENV_VAR) == _published
 
 
 def unpublish() -> None:
+    global _published
+    _published = None
     os.environ.pop(ENV_VAR, None)

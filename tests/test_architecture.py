@@ -35,6 +35,7 @@ LAYERS: List[Set[str]] = [
     {"_forward", "_held"},  # forwarding children; the held-lock warning
     {"_atfork"},  # the fork hooks
     {"_join", "_doctor"},  # joining a tree; the fork-hazard report
+    {"_ledger"},  # what uninstall() undoes
     {"_install", "_demo"},  # the switches
     {"__init__", "structlog", "_startup", "_doctor_command"},  # what users and site import
     {"_cli"},
