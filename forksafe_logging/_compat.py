@@ -74,12 +74,9 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import os
-import re
 import socket
 import sys
 import threading
-import warnings
 
 # Not ``from typing import TYPE_CHECKING``: typing is a large module, and
 # each module a process has imported makes its forks slower (a fork copies
@@ -263,98 +260,6 @@ def drop_syslog_stream_socket(handler: Any) -> None:
         handler._connect_unixsocket(address)
     else:
         handler.socket = socket.create_connection(address)
-
-
-#: The message of the 3.12+ warning, as ``os.fork()`` formats it.
-_FORK_WARNING = re.compile(
-    r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
-)
-_QUIET_FORK = ("ignore", _FORK_WARNING, DeprecationWarning, None, 0)
-
-
-def os_thread_count() -> int:
-    """The count 3.12+ uses on Linux: field 20 of ``/proc/self/stat``; 0 if unknown.
-
-    Read at every fork of a process with a listener, so through a descriptor
-    kept open (one ``pread`` instead of an open, a read and a close, and no
-    file object). It names this process's pid (``/proc/self`` is resolved
-    when it is opened), so a forked child opens its own.
-    """
-    global _stat
-    pid = os.getpid()
-    try:
-        if _stat[0] != pid:
-            fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
-            # A child's copy of its parent's descriptor is left open: closing
-            # it is a cost in a fork hook, and it stays one descriptor.
-            _stat = (pid, fd)
-        stat = os.pread(_stat[1], 4096, 0)
-        return int(stat[stat.rindex(b")") + 2 :].split()[17])
-    except (OSError, ValueError, IndexError):
-        # Someone closed it (or the number is another file now): open anew
-        # next time, and let the caller count Python threads this time.
-        _stat = (0, -1)
-        return 0
-
-
-#: ``(pid, descriptor of /proc/self/stat)`` for :func:`os_thread_count`.
-_stat = (0, -1)
-
-
-#: How many of our filters are in ``warnings.filters``: so that a fork where
-#: we added none (always before 3.12) does not scan the filters, which after
-#: a fork costs the child a page fault per filter page it touches.
-quiet_filters = 0
-
-
-def quiet_fork_warning(our_threads: int) -> bool:
-    """Silence 3.12+'s multi-threaded-fork warning if our threads are the only cause.
-
-    ``os.fork()`` warns in the parent after the fork, so the filter is added
-    in the ``before`` hook and removed by :func:`unquiet_fork_warning` (see
-    :data:`FORK_WARNS_AFTER_PARENT_HOOKS` for when). Returns whether it was
-    added.
-    """
-    global quiet_filters
-    if not FORK_WARNS_ABOUT_THREADS or our_threads <= 0:
-        return False
-    threads = os_thread_count()
-    if threads <= 0:
-        active: Dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
-        threads = len(active)
-    if threads - our_threads > 1:
-        return False  # someone else's thread: the warning is theirs to get
-    warnings.filters.insert(0, _QUIET_FORK)  # type: ignore[attr-defined]
-    quiet_filters += 1
-    warnings._filters_mutated()  # type: ignore[attr-defined]
-    return True
-
-
-def unquiet_fork_warning(every: bool = False) -> None:
-    """Remove one filter :func:`quiet_fork_warning` added (``every``: all of them).
-
-    They are near the front, where it inserts them: the scan stops once it
-    has found as many as were counted (every filter it looks at costs a page
-    fault in a child).
-    """
-    global quiet_filters
-    if not quiet_filters:
-        return
-    filters: Any = warnings.filters
-    wanted = quiet_filters if every else 1
-    found = 0
-    index = 0
-    # By identity: list.remove() would compare every filter, regex and all.
-    while found < wanted and index < len(filters):
-        if filters[index] is _QUIET_FORK:
-            del filters[index]
-            found += 1
-        else:
-            index += 1
-    # Fewer than counted: someone reset the filters (warnings.resetwarnings()).
-    quiet_filters = quiet_filters - found if found == wanted else 0
-    if found:
-        warnings._filters_mutated()  # type: ignore[attr-defined]
 
 
 def start_method() -> Tuple[str, bool]:

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from forksafe_logging import (
     _compat,
+    _fork_warning,
     _naming,
     _reach,
     _server,
@@ -279,7 +280,7 @@ class Look(_naming.Names):
             detail = _THREAD_DETAIL + _doing(frames.get(thread.ident or 0))
             found.append(Hazard("thread", where, detail, self._thread_remedy(), False))
         # Threads that threading does not know of have no name to give.
-        untracked = _compat.os_thread_count() - len(known)
+        untracked = _fork_warning.os_thread_count() - len(known)
         if untracked > 0:
             found.append(
                 Hazard(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from forksafe_logging import _compat, _forward, _join, _order, _server, _settings, _tree
+from forksafe_logging import _fork_warning, _forward, _join, _order, _server, _settings, _tree
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -109,8 +109,8 @@ PATCHES: List[Patch] = [
           _switch_off_subprocesses),
     # On 3.13 the filter of the last fork stays until the next fork's hook,
     # which does nothing once switched off.
-    Patch("`warnings.filters`: one filter in front", lambda: _compat.quiet_filters > 0,
-          lambda: _compat.unquiet_fork_warning(every=True)),
+    Patch("`warnings.filters`: one filter in front", lambda: _fork_warning.quiet_filters > 0,
+          lambda: _fork_warning.unquiet_fork_warning(every=True)),
     Patch("The listener's thread", _started_listener, _stop_listener),
     # Inherited by forked children (and put there by a process that joins a
     # tree): programs started after uninstall() do not join through it.

@@ -25,14 +25,14 @@ LAYERS: List[Set[str]] = [
      "_endpoint", "_article", "_diagnosis"},
     # Walking the logging configuration; dispatching a child's record; what a
     # sender keeps until confirmed.
-    {"_reach", "_router", "_unconfirmed"},
+    {"_reach", "_router", "_unconfirmed", "_fork_warning"},
     {"_turns", "_naming"},  # when the top's records wait for the listener; naming the walk's finds
     {"_inbox"},  # the listener's connections: accept, handshake, frames read into records
     {"_server"},  # the listener: its thread, rounds and lifetime
     {"_tree", "_detect"},  # which tree this process belongs to; fork-hazard detectors
     {"_channel"},  # a sender's connection to the listener
     {"handlers"},  # QueueHandler and QueueListener
-    {"_forward", "_held"},  # forwarding children; the held-lock warning
+    {"_forward", "_held", "_repair"},  # forwarding children; the held-lock warning; repairs
     {"_atfork"},  # the fork hooks
     {"_join", "_doctor"},  # joining a tree; the fork-hazard report
     {"_ledger"},  # what uninstall() undoes

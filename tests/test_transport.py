@@ -248,8 +248,8 @@ if __name__ == "__main__":
         """Control: with the filter disabled, 3.12+ does warn about our listener thread."""
         body = self.BODY.replace(
             "    configure()\n",
-            "    configure()\n    from forksafe_logging import _compat\n"
-            "    _compat.quiet_fork_warning = lambda n: False\n",
+            "    configure()\n    from forksafe_logging import _fork_warning\n"
+            "    _fork_warning.quiet_fork_warning = lambda n: False\n",
         )
         facts = scenario.run(body, None).facts
         assert len(facts["ours"]) == (2 if sys.version_info >= (3, 12) else 0)
