@@ -19,13 +19,22 @@ import socket
 import threading
 import time
 
-from forksafe_logging import _compat, _endpoint, _inbox, _order, _router, _streams, _turns, _wire
+from forksafe_logging import (
+    _compat,
+    _endpoint,
+    _inbox,
+    _order,
+    _requests,
+    _rounds,
+    _router,
+    _streams,
+    _turns,
+)
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, List, Optional, Tuple
 
-    from forksafe_logging._inbox import Connection, Item
 
 #: At exit, how long the listener still waits for records that are half-sent.
 SHUTDOWN_TIMEOUT = 2.0
@@ -39,13 +48,14 @@ class Server:
         self.key = os.urandom(32)
         with _endpoint.fd_lock:
             self._listening, self.address, self.directory = _endpoint.bind()
-            self._wake_r, self._wake_w = os.pipe()
-            _endpoint.child_closes.extend((self._listening.fileno(), self._wake_r, self._wake_w))
+            wake_r, wake_w = os.pipe()
+            _endpoint.child_closes.extend((self._listening.fileno(), wake_r, wake_w))
+        #: Work other threads ask of the listener's (flush(), stop()).
+        self._requests = _requests.Requests(wake_r, wake_w)
         #: How descendants reach this listener: ``(pid, key, socket address)``.
         self.endpoint = (self.pid, self.key, self.address)
         self._listening.listen(128)
         self._listening.setblocking(False)
-        os.set_blocking(self._wake_r, False)
         # Never freed, in any process: a forked child closes its copies of
         # these descriptors by number (see _endpoint.child_closes), so no socket object
         # of this server may close them again when it is deallocated, by
@@ -54,8 +64,7 @@ class Server:
         # poll(), not epoll: no descriptor of its own for a forked child to close.
         self._selector = selectors.PollSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._requests: List[Callable[[], None]] = []
+        self._selector.register(wake_r, selectors.EVENT_READ, None)
         self._stopping = False
         self.stats = {
             "records": 0,
@@ -70,21 +79,19 @@ class Server:
             "order_waits_expired": 0,
         }
         self.router = _router.Router(self.stats)
-        self._dispatch = self.router.dispatch
-        #: Records held over from the last round (see _release).
-        self._held: List[Item] = []
         #: Whether the top's own records wait for this listener's rounds.
         self.turns = _turns.Turns(self._catch_up, self.stats)
         self._inbox = _inbox.Inbox(
             self._listening, self._selector, self.key, self.stats, self.turns
         )
+        self._rounds = _rounds.Rounds(self._inbox, self.router.dispatch, self.turns)
         self.thread = threading.Thread(
             target=self._run,
             name="forksafe_logging listener",
             daemon=True,
             **_compat.fresh_context(),
         )
-        self.turns.listener = self.thread
+        self.turns.listener = self._requests.thread = self.thread
         self.thread.start()
         _order.enable(self.turns)
 
@@ -113,14 +120,14 @@ class Server:
         _endpoint.close_listed(self._listening)
         for conn in list(self._inbox.connections.values()):
             self._inbox.close(conn)
-        self._held = []
-        self._inbox.ending = []
+        self._rounds.forget()
 
     def _loop(self) -> None:
+        rounds = self._rounds
         while not self._stopping:
             try:
                 # Held records go out in the next round: no waiting then.
-                events = self._selector.select(0.0 if self._held else self._inbox.next_deadline())
+                events = self._selector.select(0.0 if rounds.held else self._inbox.next_deadline())
                 self.turns.busy = True
                 cutoff = time.time()
                 if events:
@@ -132,7 +139,7 @@ class Server:
             except (OSError, ValueError):  # the selector was closed under us
                 return
             if wake:
-                self._serve_requests()
+                self._requests.serve()
 
     def _last_reads(self) -> None:
         """Refuse what comes next, handle what has come, held-over records too."""
@@ -151,7 +158,7 @@ class Server:
         # confirmed. Only then closed: a sender whose write failed waits
         # for the end of its connection, and shows on its stderr only what
         # was not confirmed by then (see _channel).
-        self._release(float("inf"))
+        self._rounds.release(float("inf"))
         for conn in connections:
             if conn.sock.fileno() >= 0:
                 self._inbox.close(conn)
@@ -167,7 +174,7 @@ class Server:
             try:
                 if key.fileobj is self._listening:
                     self._inbox.accept()
-                elif key.fileobj == self._wake_r:
+                elif key.fileobj == self._requests.wake_r:
                     wake = True
                 else:
                     self._inbox.read(key.data)
@@ -180,88 +187,8 @@ class Server:
         # After the events: an answer that has arrived counts, however
         # long a handler kept this thread away.
         self._inbox.expire()
-        self._release(cutoff)
+        self._rounds.release(cutoff)
         return wake
-
-    def _release(self, cutoff: float) -> None:
-        """Dispatch, oldest first, what can no longer be overtaken.
-
-        A record is made (``created``) after every record its process knew
-        of through any channel (a pipe, a pool's result, ``waitpid``) had
-        been *sent*: its sender's logging call had returned. So a record
-        made before ``cutoff`` follows only records that were in the
-        kernel's buffers at ``cutoff``, and this round, which looked at
-        every connection after ``cutoff`` and read each to its end, has
-        them all: the round's records made before ``cutoff`` and the ones
-        held over from the last round go out now, sorted by ``created``.
-        Those made after ``cutoff`` may follow records still on their way:
-        held for one round, which reads those too.
-        """
-        incoming = self._inbox.incoming
-        held = self._held
-        if not incoming and not held:
-            if self._inbox.ending:
-                self._close_ended(held)
-            self.turns.round_ended(False)
-            return
-        self._inbox.incoming = []
-        ready = held
-        later: List[Item] = []
-        self._held = later
-        for item in incoming:
-            (ready if item[0] < cutoff else later).append(item)
-        # Stable: records made at the same instant keep their arrival order.
-        ready.sort(key=_made)
-        for item in ready:
-            self._dispatch(item[1], item[2])
-        self._confirm(ready, later)
-        if self._inbox.ending:
-            self._close_ended(later)
-        self.turns.round_ended(bool(later))
-
-    @staticmethod
-    def _confirm(ready: List[Item], later: List[Item]) -> None:
-        """Tell the senders of ``ready`` how many of their records are handled.
-
-        Counted up to the first record of the connection still held over:
-        the sender learns a number, not a list. Sent without waiting: a
-        sender that does not read its confirmations has a full buffer, and a
-        confirmation that cannot go now is covered by the next one.
-        """
-        first_held: Dict[Connection, int] = {}
-        for item in later:
-            conn, number = item[3], item[4]
-            if number < first_held.get(conn, number + 1):
-                first_held[conn] = number
-        for conn in {item[3] for item in ready}:
-            upto = first_held.get(conn, conn.received + 1) - 1
-            if upto > conn.confirmed and conn.sock.fileno() >= 0:
-                try:
-                    conn.sock.send(_wire.CONFIRM.pack(upto))
-                except OSError:
-                    continue
-                conn.confirmed = upto
-
-    def _close_ended(self, held: List[Item]) -> None:
-        """Close the connections read to their end whose records are all handled."""
-        waiting = {item[3] for item in held}
-        ending: List[Connection] = []
-        for conn in self._inbox.ending:
-            if conn in waiting:
-                ending.append(conn)
-            elif conn.sock.fileno() >= 0:
-                self._inbox.close(conn)
-        self._inbox.ending = ending
-
-    def _serve_requests(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        requests, self._requests = self._requests, []
-        for request in requests:
-            request()
 
     def _drain(self) -> None:
         """A round now: every record that reached the sockets before it is handled."""
@@ -271,28 +198,9 @@ class Server:
 
     def _catch_up(self, timeout: float) -> bool:
         """A round for a record of the top (see _turns); False if none came in ``timeout``."""
-        return not self._stopping and self._call(self._drain, timeout)
+        return not self._stopping and self._requests.call(self._drain, timeout)
 
     # -- called from other threads -------------------------------------------
-
-    def _call(self, request: Callable[[], None], timeout: Optional[float]) -> bool:
-        if threading.current_thread() is self.thread:
-            request()
-            return True
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                request()
-            finally:
-                done.set()
-
-        self._requests.append(run)
-        try:
-            os.write(self._wake_w, b"\0")
-        except OSError:
-            return False
-        return done.wait(timeout)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Handle every record that has reached the listener's sockets."""
@@ -302,7 +210,7 @@ class Server:
             # A handler flushing from inside a dispatch: the connection being
             # parsed cannot be read into now, and it is being drained anyway.
             return True
-        return self._call(self._drain, timeout)
+        return self._requests.call(self._drain, timeout)
 
     def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Handle what was sent, wait up to ``timeout`` for half-sent records, then close."""
@@ -333,7 +241,7 @@ class Server:
             self._last_reads()
             self._stopping = True
 
-        self._call(finish, timeout + 5)
+        self._requests.call(finish, timeout + 5)
         self.thread.join(timeout + 5)
         self._release_resources()
         if self.directory is not None:
@@ -347,8 +255,8 @@ class Server:
         with _endpoint.fd_lock:  # a child forked in between would keep them open
             for fd in (
                 self._listening.fileno(),
-                self._wake_r,
-                self._wake_w,
+                self._requests.wake_r,
+                self._requests.wake_w,
                 *self._inbox.connections,
             ):
                 _endpoint.forget_descriptor(fd)
@@ -357,7 +265,7 @@ class Server:
                 conn.sock.close()
             self._inbox.connections.clear()
             self._listening.close()
-            for fd in (self._wake_r, self._wake_w):
+            for fd in (self._requests.wake_r, self._requests.wake_w):
                 try:
                     os.close(fd)
                 except OSError:
@@ -366,11 +274,7 @@ class Server:
         # This object is never freed (see __init__): let go of the program's
         # objects it holds, the handlers of the routes above all.
         self.router.forget()
-        self._requests = []
-
-
-def _made(item: Item) -> float:
-    return item[0]
+        self._requests.forget()
 
 
 _server: Optional[Server] = None

@@ -40,7 +40,7 @@ def _rebuild(key: _wire.StaticKey, number: int, frame: bytes) -> logging.LogReco
 class Ledger:
     """One connection, and the records sent on it that the listener has not confirmed.
 
-    The listener confirms a count (see forksafe_logging._server.Server._confirm); should it
+    The listener confirms a count (see forksafe_logging._rounds); should it
     die before confirming a record, the record's sender shows it on its
     stderr, so that no record whose logging call returned is lost uncounted.
     """
