@@ -154,6 +154,13 @@ def collect(in_child: bool = False, owners: Optional[Dict[int, List[Any]]] = Non
 
     while pending:
         obj = pending.pop()
+        if isinstance(obj, _QueueRef):
+            # Seen by the queue's id: the wrapper lives only until the next
+            # one is made, which may then get its id.
+            if id(obj.queue) not in seen:
+                seen.add(id(obj.queue))
+                reach.queues.append(obj.queue)
+            continue
         if id(obj) in seen:
             continue
         seen.add(id(obj))
@@ -163,10 +170,6 @@ def collect(in_child: bool = False, owners: Optional[Dict[int, List[Any]]] = Non
             pending.append(_QueueRef(obj.queue))
             if owners is not None:
                 _note(owners, obj, [*obj.handlers, obj.queue])
-        elif isinstance(obj, _QueueRef):
-            if id(obj.queue) not in seen:
-                seen.add(id(obj.queue))
-                reach.queues.append(obj.queue)
         elif isinstance(obj, logging.Handler):
             reach.handlers.append(obj)
             if type(obj) not in KNOWN:

@@ -45,6 +45,46 @@ class TestQueueLockHeldAtFork:
         assert facts["child"] == ("ok" if install else "hung")
 
 
+class TestManyQueues:
+    """Several QueueHandlers, each with its queue: every one is found and repaired.
+
+    The walk once marked each queue it met as seen by the id of a short-lived
+    wrapper, which the next wrapper could reuse: a queue met after it was then
+    skipped, and its mutex, held at the fork, stayed held in the child.
+    """
+
+    BODY = """
+        import logging, logging.handlers, queue, sys
+        from scenario_lib import child, Holder, report, install_from_argv
+        install_from_argv()
+        names = ["q%d" % n for n in range(6)]
+        queues = {}
+        for name in names:
+            queues[name] = queue.Queue()
+            logger = logging.getLogger(name)
+            logger.propagate = False
+            logger.addHandler(logging.handlers.QueueHandler(queues[name]))
+        # A thread frozen inside put() of each: each mutex is held at the fork.
+        holders = [Holder(q.mutex) for q in queues.values()]
+
+        def in_child():
+            for name in names:
+                logging.getLogger(name).warning("from the child")
+                assert queues[name].get_nowait().getMessage() == "from the child"
+
+        outcome = child(in_child, timeout=3, method="os.fork")
+        for holder in holders:
+            holder.release()
+        report(child=outcome)
+    """
+
+    @BOTH
+    def test_child_logs_through_each(self, scenario: Scenario, install: object) -> None:
+        """A child forked while every queue's mutex is held logs through every queue."""
+        facts = scenario.run(self.BODY, install).facts
+        assert facts["child"] == ("ok" if install else "hung")
+
+
 class TestListenerRestarted:
     BODY = """
         import collections, logging, logging.handlers, os, queue, sys, threading
