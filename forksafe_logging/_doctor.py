@@ -16,10 +16,10 @@ from typing import Any, Dict, Iterable, List, Literal, Optional
 
 from forksafe_logging import (
     _compat,
+    _detect,
     _reach,
     _settings,
 )
-from forksafe_logging._detect import Look
 from forksafe_logging._diagnosis import KINDS, Diagnosis, Hazard, fill
 
 __all__ = ["KINDS", "Diagnosis", "Hazard", "diagnose", "examine", "fill"]
@@ -78,25 +78,25 @@ def examine(
     fork_timeout = settings.fork_timeout if settings is not None else _settings.DEFAULT_FORK_TIMEOUT
     owners: Dict[int, List[Any]] = {}
     reach = _reach.collect(owners=owners)
-    look = Look(child, fork_timeout, owners)
+    look = _detect.Look(child, fork_timeout, owners)
     hazards: List[Hazard] = []
     for q in reach.queues:
-        hazards.extend(look.of_queue(q, reach.listeners))
+        hazards.extend(_detect.queue_hazards(look, q, reach.listeners))
     for listener in reach.listeners:
-        hazards.extend(look.of_listener(listener))
+        hazards.extend(_detect.listener_hazards(look, listener))
     for handler in reach.custom:
-        hazards.extend(look.of_handler_lock(handler))
+        hazards.extend(_detect.handler_lock_hazards(look, handler))
     for handler, lock in reach.extra_locks:
-        hazards.append(look.of_extra_lock(handler, lock))
+        hazards.append(_detect.extra_lock_hazard(look, handler, lock))
     for handler in reach.handlers:
-        hazards.extend(look.of_stream(handler))
+        hazards.extend(_detect.stream_hazards(look, handler))
     for handler in reach.buffering:
-        hazards.append(look.of_buffer(handler))
+        hazards.append(_detect.buffer_hazard(look, handler))
     for handler in reach.sockets:
-        hazards.append(look.of_socket(handler))
-    hazards.extend(look.of_structlog())
+        hazards.append(_detect.socket_hazard(look, handler))
+    hazards.extend(_detect.structlog_hazards(look))
     forking = forking if forking is not None else threading.current_thread()
-    hazards.extend(look.of_threads(reach.listeners, forking, set(ignore)))
+    hazards.extend(_detect.thread_hazards(look, reach.listeners, forking, set(ignore)))
     hazards.sort(key=lambda h: KINDS.index(h.kind))  # stable: walk order within a kind
     method, is_default = _compat.start_method()
     return Diagnosis(
