@@ -2,7 +2,7 @@
 
 One small function per kind of object the walk reaches (a queue, a
 listener, a handler's lock, a stream, a buffer, a socket, structlog's locks,
-threads), each returning the :class:`~forksafe_logging._diagnosis.Hazard`
+threads), each returning the :class:`~forksafe_logging.Hazard`
 objects it finds. What ``install()`` does about each, in each mode, is one
 table, :data:`REMEDIES`; :class:`Look` holds what every detector needs (the
 mode asked about, the fork timeout, and how to name things).
@@ -29,7 +29,7 @@ from forksafe_logging import (
     _streams,
     _structlog_locks,
 )
-from forksafe_logging._diagnosis import Hazard
+from forksafe_logging._hazard import Hazard
 
 # What install() does in "forward" mode, for every hazard but those below
 # that say otherwise: a forked child replaces its handlers and never uses

@@ -20,7 +20,8 @@ from forksafe_logging import (
     _reach,
     _settings,
 )
-from forksafe_logging._diagnosis import KINDS, Diagnosis, Hazard, fill
+from forksafe_logging._diagnosis import Diagnosis
+from forksafe_logging._hazard import KINDS, Hazard, fill
 
 __all__ = ["KINDS", "Diagnosis", "Hazard", "diagnose", "examine", "fill"]
 

@@ -23,11 +23,13 @@ PACKAGE = Path(forksafe_logging.__file__).resolve().parent
 LAYERS: List[Set[str]] = [
     # Pure helpers and state, importing nothing of the package.
     {"_compat", "_settings", "_streams", "_wire", "_order", "_peers", "_structlog_locks",
-     "_endpoint", "_article", "_diagnosis", "_requests"},
+     "_endpoint", "_article", "_hazard", "_requests"},
     # Walking the logging configuration; dispatching a child's record; what a
     # sender keeps until confirmed.
-    {"_reach", "_router", "_unconfirmed", "_fork_warning"},
-    {"_turns", "_naming"},  # when the top's records wait for the listener; naming the walk's finds
+    {"_reach", "_router", "_unconfirmed", "_fork_warning", "_prose"},
+    # when the top's records wait for the listener; naming the walk's finds;
+    # what one look found
+    {"_turns", "_naming", "_diagnosis"},
     # the listener's connections: accept, handshake, frames read into records;
     # its rounds: dispatch in order, confirm
     {"_inbox", "_rounds"},
