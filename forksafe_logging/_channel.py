@@ -13,12 +13,11 @@ import atexit
 import os
 import select
 import socket
-import struct
 import sys
 import threading
 import time
 
-from forksafe_logging import _compat, _endpoint, _peers, _tree, _unconfirmed, _wire
+from forksafe_logging import _compat, _dial, _peers, _tree, _unconfirmed, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -34,8 +33,8 @@ if TYPE_CHECKING:
 # this module's lock, made before the patching and so not cooperative, would
 # let a greenlet yield inside send() with the lock held, and the next
 # greenlet that logs would block the whole thread on it for ever. Imported
-# after the patching, all three are gevent's, which agree with each other too.
-_Socket = socket.socket
+# after the patching, all three (the socket class is _dial's) are gevent's,
+# which agree with each other too.
 _RLock = threading.RLock
 _poll = select.poll
 
@@ -61,38 +60,6 @@ MAX_RETIRED = 16
 
 class ListenerGone(Exception):
     """The listener cannot be reached: the top process has died or stopped it."""
-
-
-_PEERCRED = struct.Struct("3i")
-
-
-def _check_owner(sock: socket.socket) -> None:
-    """Refuse a listener that another user owns, before sending it anything.
-
-    Any process on the machine can bind a name in the abstract namespace,
-    and the name is public (``/proc/net/unix`` lists it): once the top has
-    died, another user could take it over and receive what this process
-    sends. The kernel tells who made the listening socket. Its owner must be
-    this user, or root (gunicorn and uWSGI masters started as root hand
-    their workers another user).
-    """
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    _, uid, _ = _PEERCRED.unpack(creds)
-    if uid not in (0, os.geteuid()):
-        raise PermissionError(
-            "the listener's socket belongs to uid %d, not to this user (uid %d): refused"
-            % (uid, os.geteuid())
-        )
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionResetError("the listener closed the connection")
-        data += chunk
-    return data
 
 
 class Channel:
@@ -124,32 +91,7 @@ class Channel:
         where = _tree.endpoint()
         if where is None:
             raise ListenerGone("no listener: install() was not called in a parent process")
-        _, key, address = where
-        with _endpoint.fd_lock:  # see there: a child forked now must not keep it
-            sock = _Socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            _endpoint.child_closes.append(sock.fileno())
-        try:
-            # A busy listener accepts late: that is a slow listener, not a
-            # dead one, so the wait is the caller's timeout (None: wait).
-            sock.settimeout(timeout)
-            sock.connect(address)
-            if address.startswith("\0"):
-                _check_owner(sock)
-            challenge = _recv_exactly(sock, _endpoint.CHALLENGE_SIZE)
-            ours = os.urandom(_endpoint.CHALLENGE_SIZE)
-            sock.sendall(_endpoint.answer(key, challenge) + ours)
-            # Nothing is sent before the listener proves it holds the key:
-            # whoever took the name over after the top died does not.
-            proof = _recv_exactly(sock, _endpoint.CHALLENGE_SIZE)
-            if not _endpoint.is_listener_proof(key, ours, proof):
-                raise PermissionError("the listener could not prove it holds the tree's key")
-            # A deeper buffer means fewer waits and wake-ups when the listener
-            # is momentarily behind (measured: ~10% more throughput with four
-            # workers on two cores). The kernel caps it at net.core.wmem_max.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        except BaseException:
-            _endpoint.close_listed(sock)
-            raise
+        sock = _dial.dial(where, timeout)
         self.ledger = _unconfirmed.Ledger(sock)
         _check_at_exit_of_this_process()
         return sock
@@ -254,8 +196,8 @@ class Channel:
                     sock = self.sock = self._connect(timeout)
                 sock.settimeout(timeout)
                 sock.sendall(_wire.HEADER.pack(len(_wire.LEVELS)) + _wire.LEVELS)
-                (size,) = _wire.HEADER.unpack(_recv_exactly(sock, _wire.HEADER.size))
-                levels = _wire.parse_levels(_recv_exactly(sock, size))
+                (size,) = _wire.HEADER.unpack(_dial.recv_exactly(sock, _wire.HEADER.size))
+                levels = _wire.parse_levels(_dial.recv_exactly(sock, size))
                 sock.settimeout(None)
                 return levels
             except Exception:

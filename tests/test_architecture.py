@@ -26,7 +26,7 @@ LAYERS: List[Set[str]] = [
      "_endpoint", "_article", "_hazard", "_requests"},
     # Walking the logging configuration; dispatching a child's record; what a
     # sender keeps until confirmed.
-    {"_reach", "_router", "_unconfirmed", "_fork_warning", "_prose"},
+    {"_reach", "_router", "_unconfirmed", "_fork_warning", "_prose", "_dial"},
     # when the top's records wait for the listener; naming the walk's finds;
     # what one look found
     {"_turns", "_naming", "_diagnosis"},
