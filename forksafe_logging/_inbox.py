@@ -17,7 +17,7 @@ import selectors
 import socket
 import time
 
-from forksafe_logging import _endpoint, _reach, _turns, _wire
+from forksafe_logging import _decode, _endpoint, _reach, _turns, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Connection:
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.authenticated = False
         self.buffer = bytearray()
-        self.decoder = _wire.Decoder()
+        self.decoder = _decode.Decoder()
         #: Records read from this connection, and how many of them the
         #: sender has been told are handled (see _wire.CONFIRM).
         self.received = 0
@@ -271,7 +271,7 @@ class Inbox:
                     continue
                 try:
                     decoded = feed(view[pos + 4 : end].tobytes())
-                except _wire.Garbage:
+                except _decode.Garbage:
                     self._stats["garbage"] += 1
                     return False
                 pos = end

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from forksafe_logging import _endpoint, _streams, _wire
+from forksafe_logging import _decode, _endpoint, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -29,11 +29,11 @@ _poll = select.poll
 
 def _rebuild(key: _wire.StaticKey, number: int, frame: bytes) -> logging.LogRecord:
     """The record that ``frame`` carries, as the listener would have made it."""
-    decoder = _wire.Decoder()
+    decoder = _decode.Decoder()
     decoder.feed(_wire.definition(number, key)[_wire.HEADER.size :])
     decoded = decoder.feed(frame[_wire.HEADER.size :])
     if decoded is None:  # never: a record frame we made ourselves
-        raise _wire.Garbage("not a whole record frame")
+        raise _decode.Garbage("not a whole record frame")
     return decoded[1]
 
 

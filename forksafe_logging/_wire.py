@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os.path
 import struct
 import sys
 import traceback
@@ -61,7 +60,6 @@ _STANDARD = frozenset(
 _encoder = json.JSONEncoder(ensure_ascii=True, check_circular=False, separators=(",", ":"))
 _encode = _encoder.encode
 _string = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-_decode = json.JSONDecoder().decode
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 #: The biggest ints that cross as numbers (about 600 digits): every
@@ -321,107 +319,6 @@ def _cut_to_fit(fields: List[Any], size: int) -> bytes:
         None,
     ]
     return b"R" + _encode(cut).encode("ascii")
-
-
-class Garbage(ValueError):
-    """A frame that is not one we send."""
-
-
-_new_record = logging.LogRecord.__new__
-_files: Dict[str, Tuple[str, str]] = {}
-
-
-def _file_and_module(pathname: str) -> Tuple[str, str]:
-    found = _files.get(pathname)
-    if found is None:
-        filename = os.path.basename(pathname)
-        found = (filename, os.path.splitext(filename)[0])
-        if len(_files) < 4096:
-            _files[pathname] = found
-    return found
-
-
-class Decoder:
-    """The definitions one connection has made, and the frames that use them."""
-
-    __slots__ = ("definitions",)
-
-    def __init__(self) -> None:
-        self.definitions: Dict[int, Tuple[str, Dict[str, Any]]] = {}
-
-    def feed(self, payload: bytes) -> Optional[Tuple[str, logging.LogRecord]]:
-        """``(route, record)`` for an ``R`` frame, ``None`` for a ``D`` frame.
-
-        Raises :class:`Garbage` for anything else.
-        """
-        try:
-            fields = _decode(payload[1:].decode("ascii"))
-            tag = payload[:1]
-            if tag == b"R":
-                number, msg, created, msecs, relative, exc_text, stack, extras = fields
-                route, template = self.definitions[number]
-                if (type(msg) is not str and type(msg) is not dict) or (
-                    extras is not None and type(extras) is not dict
-                ):
-                    raise Garbage("fields of the wrong type")
-                record = _new_record(logging.LogRecord)
-                d = record.__dict__
-                if extras:
-                    d.update(extras)
-                    if "_logger" in extras and "_name" in extras:
-                        # structlog's wrap_for_formatter: the sender's stdlib
-                        # logger, which travelled as its repr. Its namesake
-                        # here serves ProcessorFormatter's processors.
-                        d["_logger"] = logging.getLogger(template["name"])
-                d.update(template)
-                d["msg"] = msg
-                d["created"] = created
-                d["msecs"] = msecs
-                d["relativeCreated"] = relative
-                d["exc_text"] = exc_text
-                d["stack_info"] = stack
-                return route, record
-            if tag == b"D":
-                self._define(fields)
-                return None
-        except Garbage:
-            raise
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
-            raise Garbage("%s: %s" % (type(exc).__name__, exc)) from None
-        raise Garbage("unknown frame tag %r" % (payload[:1],))
-
-    def _define(self, fields: List[Any]) -> None:
-        (number, route, name, levelno, levelname, pathname, lineno, func, thread, tname, pname,
-         pid, task) = fields  # fmt: skip
-        if (
-            type(number) is not int
-            or type(route) is not str
-            or type(name) is not str
-            or type(levelno) is not int
-            or type(pathname) is not str
-        ):
-            raise Garbage("definition fields of the wrong type")
-        filename, module = _file_and_module(pathname)
-        self.definitions[number] = (
-            route,
-            {
-                "name": name,
-                "args": None,
-                "levelname": levelname,
-                "levelno": levelno,
-                "pathname": pathname,
-                "filename": filename,
-                "module": module,
-                "exc_info": None,
-                "lineno": lineno,
-                "funcName": func,
-                "thread": thread,
-                "threadName": tname,
-                "processName": pname,
-                "process": pid,
-                "taskName": task,
-            },
-        )
 
 
 def levels_message(found: Dict[str, int], disable: int) -> bytes:

@@ -23,7 +23,7 @@ structlog = pytest.importorskip(
     "structlog", reason="structlog is not installed (pip install 'forksafe_logging[structlog]')"
 )
 
-from forksafe_logging import _structlog_locks, _wire  # noqa: E402
+from forksafe_logging import _decode, _structlog_locks, _wire  # noqa: E402
 from forksafe_logging.structlog import SendToListener, add_process_info  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
@@ -321,7 +321,7 @@ def test_event_dicts_cross_the_wire_structured() -> None:
             extra={"_logger": sender, "_name": "exception"},
         )
         msg = _wire.message(record)
-    decoder = _wire.Decoder()
+    decoder = _decode.Decoder()
     assert decoder.feed(_payload(_wire.definition(1, _wire.static_key("", record)))) is None
     route, received = decoder.feed(_payload(_wire.record_frame(1, msg, record)))  # type: ignore[misc]
     assert route == ""

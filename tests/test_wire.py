@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import PRELUDE, START_METHODS, Scenario
 
-from forksafe_logging import _wire
+from forksafe_logging import _decode, _wire
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -21,7 +21,7 @@ def _record(msg: str = "m %s", args: Any = ("x",), **extra: Any) -> logging.LogR
 
 class TestWire:
     def _roundtrip(self, record: logging.LogRecord) -> logging.LogRecord:
-        decoder = _wire.Decoder()
+        decoder = _decode.Decoder()
         key = _wire.static_key("", record)
         data = _wire.definition(1, key) + _wire.record_frame(1, _wire.message(record), record)
         out = []
@@ -62,8 +62,8 @@ class TestWire:
     )
     def test_garbage(self, payload: bytes) -> None:
         """Frames we never send (unknown number, tag, shape, bytes) are Garbage."""
-        with pytest.raises(_wire.Garbage):
-            _wire.Decoder().feed(payload)
+        with pytest.raises(_decode.Garbage):
+            _decode.Decoder().feed(payload)
 
 
 class TestAnyRecord:
