@@ -26,6 +26,11 @@ def compile_package(name: str = "forksafe_logging") -> str:
     spec = importlib.util.find_spec(name)
     # Not found: run from a checkout without installing it.
     where = Path(spec.origin).parent if spec is not None and spec.origin else REPO_ROOT / name
+    return compile_dir(where)
+
+
+def compile_dir(where: Path) -> str:
+    """Compile the package in ``where``; return a line for the report."""
     if not os.access(where, os.W_OK):
         return "bytecode: %s is not writable; its installer compiled it, or not" % where
     ok = compileall.compile_dir(str(where), quiet=1)

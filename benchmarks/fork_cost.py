@@ -36,6 +36,10 @@ Variants:
   hooks themselves cost, listener-only/imported what the listener's state costs.
 - ``plain-bare`` and ``installed-bare``: no handler and no listener at all,
   without and with ``install()``: the fixed cost of the hooks.
+- With ``--baseline CHECKOUT``, also ``baseline`` and ``baseline-bare``:
+  ``installed`` and ``installed-bare`` with the library of another checkout
+  (an older commit, say, from ``git worktree add``), in the same rounds, so
+  that installed/baseline compares two versions under the same noise.
 
 How to read the output: the p10 and the median of all forks of a variant,
 in microseconds, and the ratios installed/plain (the goal) and
@@ -50,7 +54,7 @@ Usage::
 
     python benchmarks/fork_cost.py [--forks 500] [--rounds 8] [--handlers 50]
                                    [--variants plain,installed,...] [--child MODE]
-                                   [--json PATH]
+                                   [--baseline CHECKOUT] [--json PATH]
 """
 
 from __future__ import annotations
@@ -82,7 +86,11 @@ RATIOS = (
     ("imported", "plain"),
     ("installed", "imported"),
     ("installed-bare", "plain-bare"),
+    ("installed", "baseline"),
+    ("installed-bare", "baseline-bare"),
 )
+#: Run as these variants, with the library of the --baseline checkout.
+BASELINES = {"baseline": "installed", "baseline-bare": "installed-bare"}
 GOAL = 1.2
 #: Named loggers the handlers are spread over, besides the root logger.
 LOGGERS = 10
@@ -227,11 +235,15 @@ def worker(variant: str, forks: int, handlers: int, child: Optional[str]) -> Non
 
 
 def run_worker(variant: str, args: argparse.Namespace) -> Dict[str, Any]:
+    env = None
+    if variant in BASELINES:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.baseline, env.get("PYTHONPATH")]))
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--worker",
-        variant,
+        BASELINES.get(variant, variant),
         "--forks",
         str(args.forks),
         "--handlers",
@@ -239,8 +251,12 @@ def run_worker(variant: str, args: argparse.Namespace) -> Dict[str, Any]:
     ]
     if args.child is not None:
         command += ["--child", args.child]
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, env=env)
     result: Dict[str, Any] = json.loads(done.stdout)
+    if variant in BASELINES and not Path(result["module"]).samefile(
+        Path(args.baseline) / "forksafe_logging"
+    ):
+        raise SystemExit("--baseline: the worker imported %s instead" % result["module"])
     return result
 
 
@@ -316,6 +332,10 @@ def main(argv: Sequence[str]) -> int:
         "--child",
         help="install(child=...) for the installed variants; default: install()'s own default",
     )
+    parser.add_argument(
+        "--baseline",
+        help="a checkout of another version: its installed variants run side by side",
+    )
     parser.add_argument("--json", type=Path, help="write the results, raw timings included")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -330,6 +350,11 @@ def main(argv: Sequence[str]) -> int:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or not variants:
         parser.error("unknown variants: %s" % ", ".join(unknown or ["(none)"]))
+    if args.baseline is not None:
+        args.baseline = os.path.abspath(args.baseline)
+        if not os.path.isfile(os.path.join(args.baseline, "forksafe_logging", "__init__.py")):
+            parser.error("--baseline: no forksafe_logging package in %s" % args.baseline)
+        variants += [b for b, v in BASELINES.items() if v in variants]
 
     command = shlex.join([sys.executable, *sys.argv])
     python = "%s %s (%s, %s %s)" % (
@@ -343,6 +368,8 @@ def main(argv: Sequence[str]) -> int:
     print("python:  ", python)
     print("command: ", command)
     print(_bytecode.compile_package())
+    if args.baseline is not None:
+        print(_bytecode.compile_dir(Path(args.baseline) / "forksafe_logging"))
     print(
         "setup:    %d handlers on root + %d loggers, %d forks x %d rounds per variant, "
         "interleaved" % (args.handlers, LOGGERS, args.forks, args.rounds),
@@ -356,7 +383,7 @@ def main(argv: Sequence[str]) -> int:
         for variant in order:
             result = run_worker(variant, args)
             per_round[variant].append(result["samples_ns"])
-            if result["module"]:
+            if result["module"] and variant not in BASELINES:
                 reached = result
         print("  round %d/%d done" % (round_index + 1, args.rounds), file=sys.stderr, flush=True)
 
