@@ -151,9 +151,11 @@ def install(
             if handlers._is_descendant():
                 _join.become_descendant(settings)
                 return
-            if _server.current() is None:
-                _settings.started_listener = True
-            handlers._start_listener().turns.set_order_wait(wait)
+            started = _server.current() is None
+            server = handlers._start_listener()
+            if started:
+                _settings.started_listener = server
+            server.turns.set_order_wait(wait)
             _join.advertise()
             _forward.prepare_forwarder()
         else:
@@ -207,10 +209,11 @@ def uninstall() -> None:
     .. versionadded:: 0.1.0
     """
     with _settings.install_lock:
+        was = _settings.current
         _settings.current = None
         # Everything in the ledger, in its order: what is still ours goes
         # back to what it was (see _ledger and docs/architecture.md).
-        _ledger.undo_all()
+        _ledger.undo_all(installed=was is not None)
 
 
 def is_installed() -> bool:

@@ -30,13 +30,23 @@ if TYPE_CHECKING:
 class Patch:
     """One kind of change, and how to undo what is left of it."""
 
-    __slots__ = ("_ours", "_undo", "what")
+    __slots__ = ("_ours", "_undo", "needs_install", "what")
 
-    def __init__(self, what: str, ours: Callable[[], bool], undo: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        what: str,
+        ours: Callable[[], bool],
+        undo: Callable[[], None],
+        needs_install: bool = False,
+    ) -> None:
         #: As the first column of the docs' table names it.
         self.what = what
         self._ours = ours
         self._undo = undo
+        #: Undone only by the uninstall() of an install() in force (in this
+        #: process, or copied by fork): a listener that a QueueHandler
+        #: started, and what goes with it, is the program's.
+        self.needs_install = needs_install
 
     def ours(self) -> bool:
         """Whether something of ours is in place in this process."""
@@ -60,11 +70,13 @@ def _stop_forwarding() -> None:
 
 
 def _started_listener() -> bool:
-    return _settings.started_listener and _server.current() is not None
+    # The very one install() started: not one a QueueHandler started since.
+    server = _server.current()
+    return server is not None and server is _settings.started_listener
 
 
 def _stop_listener() -> None:
-    _settings.started_listener = False
+    _settings.started_listener = None
     _server.stop()
     # What the listener handed to the handlers is on its way to their files.
     for ref in list(logging._handlerList):  # type: ignore[attr-defined]
@@ -95,7 +107,7 @@ def _switch_off_subprocesses() -> None:
 
 #: In the order ``uninstall()`` undoes them: the first-use switch goes before
 #: the loggers' lists come back (so the inheritance is not rewired first), and
-#: the listener stops last, once nothing sends to it any more.
+#: the listener stops after everything that forwards to it is undone.
 PATCHES: List[Patch] = [
     Patch("`logging._lock` and `Logger.callHandlers`", lambda: _forward._switch.armed,
           _forward.disarm),
@@ -111,23 +123,36 @@ PATCHES: List[Patch] = [
     # which does nothing once switched off.
     Patch("`warnings.filters`: one filter in front", lambda: _fork_warning.quiet_filters > 0,
           lambda: _fork_warning.unquiet_fork_warning(every=True)),
-    Patch("The listener's thread", _started_listener, _stop_listener),
+    Patch("The listener's thread", _started_listener, _stop_listener, needs_install=True),
     # Inherited by forked children (and put there by a process that joins a
     # tree): programs started after uninstall() do not join through it.
-    Patch("`os.environ[\"%s\"]`" % _tree.ENV_VAR, _published_here, _tree.unpublish),
+    Patch(
+        "`os.environ[\"%s\"]`" % _tree.ENV_VAR, _published_here, _tree.unpublish, needs_install=True
+    ),
     # The listener's stop takes it out in the top; a forked child inherits
     # it, passing through.
-    Patch("`Logger.callHandlers` in the top", _order_patch_idle, _order.unpatch),
+    Patch("`Logger.callHandlers` in the top", _order_patch_idle, _order.unpatch,
+          needs_install=True),
 ]  # fmt: skip
 
 
-def undo_all() -> None:
-    """Undo every entry still ours; the caller holds ``_settings.install_lock``."""
+def undo_all(installed: bool) -> None:
+    """Undo every entry still ours; the caller holds ``_settings.install_lock``.
+
+    ``installed``: whether an ``install()`` was in force (see
+    :attr:`Patch.needs_install`). Each entry is asked after the ones before
+    it are undone: the first-use switch, undone, puts back the order patch
+    that a later entry then takes out.
+    """
     for patch in PATCHES:
-        if patch.ours():
+        if (installed or not patch.needs_install) and patch.ours():
             patch.undo()
 
 
 def left() -> List[Patch]:
-    """The entries still ours in this process (for the tests and ``diagnose()``)."""
+    """The entries that say something of ours is in place now, asked all at once (for the tests).
+
+    Asked at once, an entry that an earlier one's undoing would uncover
+    (the order patch behind an armed first-use switch) is not listed.
+    """
     return [patch for patch in PATCHES if patch.ours()]

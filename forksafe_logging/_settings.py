@@ -58,8 +58,9 @@ current: Optional[Settings] = None
 #: Serializes install()/uninstall(). Never taken by the at-fork hooks.
 install_lock = threading.Lock()
 
-#: Whether install() started this process's listener (so uninstall() stops it).
-started_listener = False
+#: The listener install() started in this process (so uninstall() stops it,
+#: and no other listener started since), or None.
+started_listener: Optional[Any] = None
 
 #: Whether install(subprocesses=True) set the switch in this process's
 #: environment (so a later install() without it, or uninstall(), clears it).

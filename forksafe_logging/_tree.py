@@ -90,8 +90,13 @@ def publish(where: Endpoint) -> None:
     if address.startswith("\0"):
         address = "@" + address[1:]
     global _published
-    value = _published = "%d:%s:%s" % (pid, key.hex(), address)
-    os.environ[ENV_VAR] = value
+    value = "%d:%s:%s" % (pid, key.hex(), address)
+    if os.environ.get(ENV_VAR) != value:
+        # Already there, it came with the environment this process was
+        # given (a spawned child, a program that attach()es): not ours to
+        # take out at uninstall().
+        _published = value
+        os.environ[ENV_VAR] = value
 
 
 #: The value :func:`publish` set, in this process or (copied by fork) in the

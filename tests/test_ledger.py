@@ -133,3 +133,76 @@ def test_every_entry_has_its_row_in_the_docs() -> None:
     rows = {m.group(1).strip() for m in re.finditer(r"^\| (.+?) \| ", table, re.MULTILINE)}
     missing = [patch.what for patch in _ledger.PATCHES if patch.what not in rows]
     assert missing == []
+
+
+NOT_OURS = """
+    import json, logging, os, subprocess, sys
+    from scenario_lib import report
+    import forksafe_logging
+    from forksafe_logging import handlers
+
+    case = sys.argv[2]
+    facts = {}
+    if case == "restarted":
+        # install() starts a listener; something else stops it; a QueueHandler
+        # made after uninstall() starts another, which is the program's.
+        forksafe_logging.install()
+        forksafe_logging.QueueListener().stop()
+        forksafe_logging.uninstall()
+        handler = handlers.QueueHandler()
+        forksafe_logging.uninstall()
+        from forksafe_logging import _server
+
+        facts["running"] = _server.current() is not None
+        facts["published"] = "FORKSAFE_LOGGING_LISTENER" in os.environ
+    elif case == "child-of-handler-top":
+        # No install(): a QueueHandler started the listener; a forked child's
+        # uninstall() is harmless, as it is in the top.
+        handlers.QueueHandler()
+        before = vars(logging.Logger)["callHandlers"]
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            forksafe_logging.uninstall()
+            kept = {"published": "FORKSAFE_LOGGING_LISTENER" in os.environ,
+                    "same_call_handlers": vars(logging.Logger)["callHandlers"] is before}
+            os.write(w, json.dumps(kept).encode())
+            os._exit(0)
+        os.close(w)
+        facts = json.loads(os.read(r, 1000))
+        os.waitpid(pid, 0)
+    else:
+        # A program started with the listener in its environment attaches,
+        # then switches off: the variable it was given stays.
+        forksafe_logging.install()
+        code = ("import os, forksafe_logging; forksafe_logging.attach(); "
+                "forksafe_logging.uninstall(); "
+                "print('FORKSAFE_LOGGING_LISTENER' in os.environ)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=30)
+        facts["published"] = out.stdout.strip() == "True"
+        facts["stderr"] = out.stderr
+    report(**facts)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_uninstall_stops_only_the_listener_install_started(scenario: Any) -> None:
+    """A listener a QueueHandler started after install()'s was stopped keeps running."""
+    facts = scenario.run(NOT_OURS, args=["restarted"]).facts
+    assert facts["published"] is True
+    assert facts["running"] is True
+
+
+@pytest.mark.timeout(60)
+def test_uninstall_in_child_of_a_handler_started_top_changes_nothing(scenario: Any) -> None:
+    """Without install(), uninstall() in a forked child leaves the top's publication alone."""
+    facts = scenario.run(NOT_OURS, args=["child-of-handler-top"]).facts
+    assert facts == {"published": True, "same_call_handlers": True}
+
+
+@pytest.mark.timeout(60)
+def test_uninstall_after_attach_keeps_the_given_environment(scenario: Any) -> None:
+    """A program that attach()ed keeps, after uninstall(), the variable it was started with."""
+    facts = scenario.run(NOT_OURS, args=["attached"]).facts
+    assert facts["published"] is True, facts["stderr"]
