@@ -63,6 +63,38 @@ def child(
     return "ok" if code == 0 else "exit %d" % code
 
 
+def forked(work: Callable[[], Any]) -> Any:
+    """Fork; return what ``work()`` returned in the child (through JSON).
+
+    ``os.fork()`` and ``os._exit()``: the child runs ``work()`` and nothing
+    else. Raises ``AssertionError`` if the child did not exit with 0 (an
+    exception in ``work()``: its repr is in the message).
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            result = work()
+        except BaseException as exc:
+            result, code = repr(exc), 1
+        os.write(w, json.dumps(result).encode())
+        os.close(w)
+        os._exit(code)
+    os.close(w)
+    data = b""
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    return json.loads(data)
+
+
 def _mp_child(fn: Callable[[], Any], timeout: float) -> str:
     import multiprocessing
 

@@ -20,7 +20,7 @@ PRELUDE = """
 import errno, gc, json, logging, os, sys, threading
 import forksafe_logging
 from forksafe_logging import _endpoint, _forward, _server, _settings
-from scenario_lib import report
+from scenario_lib import forked as in_child, report
 
 class Noting(logging.FileHandler):
     # Any call from another process than the top is a use of an inherited handler.
@@ -53,31 +53,6 @@ def lines():
     handler.flush()
     with open("out.log") as f:
         return [line.split("|", 1)[1] for line in f.read().splitlines()]
-
-def in_child(work):
-    # os.fork() and os._exit(): the child runs work() and nothing else.
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        code = 0
-        try:
-            result = work()
-        except BaseException as exc:
-            result, code = repr(exc), 1
-        os.write(w, json.dumps(result).encode())
-        os.close(w)
-        os._exit(code)
-    os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        data += chunk
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, data
-    return json.loads(data)
 
 def closed(fd):
     try:

@@ -17,8 +17,8 @@ from conftest import TESTS
 from forksafe_logging import _ledger
 
 EXACT = """
-    import json, logging, multiprocessing, os, sys, warnings
-    from scenario_lib import report
+    import logging, multiprocessing, os, sys, warnings
+    from scenario_lib import forked, report
     import forksafe_logging
     from forksafe_logging import _ledger
 
@@ -56,28 +56,19 @@ EXACT = """
     app.addFilter(logging.Filter("app"))
     before = snapshot()
     forksafe_logging.install(subprocesses=True)
-    r, w = os.pipe()
-    pid = os.fork()  # with the listener running: 3.12+ adds its warning filter
-    if pid == 0:
-        os.close(r)
+    def in_child():
         if where == "child-logged":
             logging.info("from the child")
-        if where != "top":
-            os.write(w, json.dumps(switch_off()).encode())
-        os._exit(0)
-    os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        data += chunk
-    _, status = os.waitpid(pid, 0)
+        return None if where == "top" else switch_off()
+
+    # A fork with the listener running: 3.12+ adds its warning filter. The
+    # child must exit with 0 (forked() checks).
+    in_child_facts = forked(in_child)
     if where == "top":
         forksafe_logging.flush()
-        report(status=status, **switch_off())
+        report(**switch_off())
     else:
-        report(status=status, **json.loads(data))
+        report(**in_child_facts)
 """
 
 SWITCH = "`logging._lock` and `Logger.callHandlers`"
@@ -117,7 +108,6 @@ def test_uninstall_leaves_nothing(scenario: Any, where: str) -> None:
     """After install(), a fork and uninstall(), every object the ledger touches is the one
     of before install(): in the top, in a child that logged, in one that did not."""
     facts = scenario.run(EXACT, args=[where]).facts
-    assert facts["status"] == 0
     left = set(facts["left"])
     expected = _named(EXPECTED[where])
     assert expected <= left, expected - left
@@ -136,8 +126,8 @@ def test_every_entry_has_its_row_in_the_docs() -> None:
 
 
 NOT_OURS = """
-    import json, logging, os, subprocess, sys
-    from scenario_lib import report
+    import logging, os, subprocess, sys
+    from scenario_lib import forked, report
     import forksafe_logging
     from forksafe_logging import handlers
 
@@ -160,17 +150,12 @@ NOT_OURS = """
         # uninstall() is harmless, as it is in the top.
         handlers.QueueHandler()
         before = vars(logging.Logger)["callHandlers"]
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
+        def in_child():
             forksafe_logging.uninstall()
-            kept = {"published": "FORKSAFE_LOGGING_LISTENER" in os.environ,
+            return {"published": "FORKSAFE_LOGGING_LISTENER" in os.environ,
                     "same_call_handlers": vars(logging.Logger)["callHandlers"] is before}
-            os.write(w, json.dumps(kept).encode())
-            os._exit(0)
-        os.close(w)
-        facts = json.loads(os.read(r, 1000))
-        os.waitpid(pid, 0)
+
+        facts = forked(in_child)
     else:
         # A program started with the listener in its environment attaches,
         # then switches off: the variable it was given stays.
