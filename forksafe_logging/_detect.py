@@ -373,7 +373,12 @@ def position(frame: Any) -> str:
         path = os.path.relpath(path, _PATHS["stdlib"])
     else:
         path = os.path.basename(path)
-    return "%s() in %s, line %d" % (frame.f_code.co_name, path, frame.f_lineno)
+    line = frame.f_lineno
+    if line is None:
+        # Another thread's frame, looked at between two of its instructions
+        # where it has no line (seen on 3.11): the function and file only.
+        return "%s() in %s" % (frame.f_code.co_name, path)
+    return "%s() in %s, line %d" % (frame.f_code.co_name, path, line)
 
 
 def _doing(frame: Any) -> str:
