@@ -14,7 +14,6 @@ from forksafe_logging import (
     _settings,
     _tree,
     _turns,
-    handlers,
 )
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
@@ -148,11 +147,11 @@ def install(
         _forward.rewire()
         _atfork.register()
         if settings.child == "forward":
-            if handlers._is_descendant():
+            if _tree.is_descendant():
                 _join.become_descendant(settings)
                 return
             started = _server.current() is None
-            server = handlers._start_listener()
+            server = _tree.start_listener()
             if started:
                 _settings.started_listener = server
             server.turns.set_order_wait(wait)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from forksafe_logging import _server
+from forksafe_logging import _compat, _server
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -113,3 +113,36 @@ def unpublish() -> None:
     global _published
     _published = None
     os.environ.pop(ENV_VAR, None)
+
+
+def is_descendant() -> bool:
+    """Whether this process belongs to a tree whose listener runs in an ancestor."""
+    if _server.current() is not None:
+        return False
+    if tree() is None:
+        where = from_environment()
+        if (
+            where is not None
+            and where[0] != os.getpid()
+            and (
+                # A spawn or forkserver child importing its parent's main
+                # module: the object that will attach it is not unpickled yet.
+                _compat.being_spawned_by_multiprocessing()
+                # A child multiprocessing started for the top, which has a
+                # listener without install() (a QueueHandler of its dictConfig
+                # started it): uvicorn's workers configure logging again
+                # with the same dictConfig.
+                or _compat.multiprocessing_parent_pid() == where[0]
+            )
+        ):
+            join(where)
+    return tree() is not None
+
+
+def start_listener() -> _server.Server:
+    """This process's listener, started if it is not running, and published."""
+    server = _server.ensure_started()
+    publish(server.endpoint)
+    for hook in _server.on_start:  # the fork hooks' registration (see there)
+        hook()
+    return server

@@ -15,53 +15,24 @@ records there, over a connection of its own.
 from __future__ import annotations
 
 import logging
-import os
 import sys
-from collections.abc import Iterable
 
-from forksafe_logging import _channel, _compat, _peers, _server, _tree, _unconfirmed, _wire
+from forksafe_logging import (
+    _channel,
+    _compat,
+    _peers,
+    _server,
+    _targets,
+    _tree,
+    _unconfirmed,
+    _wire,
+)
 
 _modules = sys.modules
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
-
-
-def _is_descendant() -> bool:
-    """Whether this process belongs to a tree whose listener runs in an ancestor."""
-    if _server.current() is not None:
-        return False
-    if _tree.tree() is None:
-        where = _tree.from_environment()
-        if (
-            where is not None
-            and where[0] != os.getpid()
-            and (
-                # A spawn or forkserver child importing its parent's main
-                # module: the object that will attach it is not unpickled yet.
-                _compat.being_spawned_by_multiprocessing()
-                # A child multiprocessing started for the top, which has a
-                # listener without install() (a QueueHandler of its dictConfig
-                # started it): uvicorn's workers configure logging again
-                # with the same dictConfig.
-                or _compat.multiprocessing_parent_pid() == where[0]
-            )
-        ):
-            _tree.join(where)
-    return _tree.tree() is not None
-
-
-def _check_timeout(timeout: Optional[float]) -> Optional[float]:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError("timeout must be a number of seconds or None; got %r" % (timeout,))
-    if not timeout > 0 or timeout == float("inf"):
-        raise ValueError(
-            "timeout must be a finite number of seconds > 0, or None; got %r" % (timeout,)
-        )
-    return float(timeout)
+    from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 
 class QueueHandler(logging.Handler):
@@ -120,45 +91,29 @@ class QueueHandler(logging.Handler):
         level: Union[int, str] = logging.NOTSET,
     ) -> None:
         super().__init__(level)
-        if isinstance(handlers, (str, logging.Handler)) or not isinstance(handlers, Iterable):
-            specs: List[Any] = [handlers]  # a bad single value is reported below
-        else:
-            specs = list(handlers)
-        for target in specs:
-            if not isinstance(target, (str, logging.Handler)):
-                raise TypeError(
-                    "handlers must be logging.Handler objects or names of configured "
-                    "handlers; got %r" % (target,)
-                )
+        specs = _targets.check_specs(handlers)
         self._setup(timeout, respect_handler_level)
-        descendant = _is_descendant()
+        descendant = _tree.is_descendant()
         running = _compat.running_dict_config()
         if running is not None:
             # Checked now, not on the first record: a mistake found there
             # reaches whichever logging call comes first, or every one.
-            _check_dict_config(specs, running[0], running[1], sends=descendant)
-        found = [
-            t if isinstance(t, logging.Handler) else logging._handlers.get(t)  # type: ignore[attr-defined]
-            for t in specs
-        ]
-        if None in found:
-            if running is None:
-                missing = [t for t, h in zip(specs, found) if h is None]
-                raise ValueError(
-                    "QueueHandler: no handler named %s is configured"
-                    % ", ".join(repr(name) for name in missing)
-                )
+            _targets.check_dict_config(
+                specs, running[0], running[1], sends=descendant, inner=_inner
+            )
+        targets = _targets.configured(specs, required=running is None)
+        if targets is not None:
+            self._targets = targets
+        elif running is not None:  # names this dictConfig has not made yet
             self._pending = (specs, running[0])
-        else:
-            self._targets = [h for h in found if h is not None]
         if not descendant:
-            server = _start_listener()
+            server = _tree.start_listener()
             server.router.route_owners.add(self)
 
     def _setup(self, timeout: Optional[float], respect_handler_level: bool) -> None:
         self._targets = []
         self._pending = None
-        self.timeout = _check_timeout(timeout)
+        self.timeout = _targets.check_timeout(timeout)
         self.respect_handler_level = respect_handler_level
         self.dropped = 0
         #: Sends to the top's logger tree rather than to handlers of its own.
@@ -172,17 +127,7 @@ class QueueHandler(logging.Handler):
     def _resolve(self) -> List[logging.Handler]:
         pending = self._pending
         if pending is not None:
-            specs, configured = pending
-            targets = []
-            for spec in specs:
-                found = spec if isinstance(spec, logging.Handler) else configured.get(spec)
-                if not isinstance(found, logging.Handler):
-                    raise ValueError(
-                        "QueueHandler %r: the dictConfig that made it configured no handler "
-                        "named %r" % (self.route, spec)
-                    )
-                targets.append(found)
-            self._targets = targets
+            self._targets = _targets.resolve(pending[0], pending[1], self.route)
             self._pending = None  # let the rest of that configuration go
         return self._targets
 
@@ -235,90 +180,13 @@ class QueueHandler(logging.Handler):
             self.handleError(record)
 
 
-def _check_dict_config(
-    specs: Sequence[Union[str, logging.Handler]],
-    handlers: Any,
-    name: Optional[str],
-    *,
-    sends: bool,
-) -> None:
-    """Refuse, while ``dictConfig`` makes the handler, a configuration that cannot work.
-
-    ``handlers`` is the running configuration's mapping of handlers, ``name``
-    the handler's own name in it, and ``sends`` whether the handler sends to
-    a listener in another process (rather than handing records to targets
-    here).
-    """
-    label = "QueueHandler" if name is None else "QueueHandler %r" % name
-    if not specs and not sends:
-        # In a child, the handler sends under its name to the top's handler
-        # of that name, which has the targets: none of its own is fine there.
-        raise ValueError(
-            '%s: "handlers" is missing or empty, so records given to it would go nowhere '
-            "in this process, which runs the listener; name the handlers that should get "
-            'them, as in "handlers": ["file"]' % label
-        )
-    for spec in specs:
-        # Only this dictConfig's own: it removed every handler configured before.
-        if isinstance(spec, str) and spec not in handlers:
-            raise ValueError(
-                "%s: no handler named %r in this dictConfig; it configures %s"
-                % (label, spec, ", ".join(repr(n) for n in sorted(handlers)) or "none")
-            )
-    if name is None:
-        return
-    if name in (spec for spec in specs if isinstance(spec, str)):
-        raise ValueError(
-            "%s names itself in its handlers: each record would be handed to it again, "
-            "forever" % label
-        )
-    cycle = _way_back(name, specs, handlers, handlers, path=[name], seen=set())
-    if cycle is not None:
-        raise ValueError(
-            "%s: its records would come back to it (%s), forever; a QueueHandler must "
-            "not reach itself through the QueueHandlers it names"
-            % (label, " -> ".join(repr(n) for n in cycle))
-        )
-
-
-def _way_back(
-    name: str,
-    specs: Sequence[Union[str, logging.Handler]],
-    mapping: Any,
-    handlers: Any,
-    *,
-    path: List[str],
-    seen: Set[int],
-) -> Optional[List[str]]:
-    """The QueueHandlers through which ``specs`` lead back to the one being made as ``name``.
-
-    Names in ``specs`` are looked up in ``mapping``, the configuration of
-    the QueueHandler that holds them. Of a cycle, only its member made last
-    can see it, the others being made already (dictConfig makes them in name
-    order and never defers ours); the one being made is still its
-    configuration in ``handlers``, hence the comparison by name.
-    """
-    for spec in specs:
-        if isinstance(spec, str):
-            if spec == name and mapping is handlers:
-                return [*path, spec]
-            target = dict.get(mapping, spec)  # dict's get: no conversion of a config
-            label = spec
-        else:
-            target = spec
-            label = spec.name or repr(spec)
-        if not isinstance(target, QueueHandler) or id(target) in seen:
-            continue
-        seen.add(id(target))
-        inner: Sequence[Union[str, logging.Handler]]
-        if target._pending is not None:
-            inner, inner_mapping = target._pending
-        else:
-            inner, inner_mapping = target._targets, mapping
-        found = _way_back(name, inner, inner_mapping, handlers, path=[*path, label], seen=seen)
-        if found is not None:
-            return found
-    return None
+def _inner(handler: Any) -> Optional[Tuple[Sequence[Union[str, logging.Handler]], Any]]:
+    """What a QueueHandler names, and where (see :func:`_targets.check_dict_config`)."""
+    if not isinstance(handler, QueueHandler):
+        return None
+    if handler._pending is not None:
+        return handler._pending
+    return handler._targets, None
 
 
 def tree_forwarder() -> QueueHandler:
@@ -352,12 +220,12 @@ class QueueListener:
     """
 
     def __init__(self) -> None:
-        if _is_descendant():
+        if _tree.is_descendant():
             raise RuntimeError(
                 "this process is a child of a process tree whose top runs the listener; "
                 "records logged here are sent there already"
             )
-        self._server = _start_listener()
+        self._server = _tree.start_listener()
 
     @property
     def address(self) -> str:
@@ -401,14 +269,6 @@ class QueueListener:
            ``order_waits_expired``.
         """
         return dict(self._server.stats)
-
-
-def _start_listener() -> _server.Server:
-    server = _server.ensure_started()
-    _tree.publish(server.endpoint)
-    for hook in _server.on_start:  # the fork hooks' registration (see there)
-        hook()
-    return server
 
 
 def flush(timeout: Optional[float] = None) -> bool:

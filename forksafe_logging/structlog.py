@@ -34,8 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         "pip install 'forksafe_logging[structlog]'"
     ) from exc
 
-from forksafe_logging import _forward, _wire
-from forksafe_logging import handlers as _handlers
+from forksafe_logging import _forward, _tree, _wire
 
 __all__ = ["SendToListener", "add_process_info"]
 
@@ -81,7 +80,7 @@ def _caller() -> Tuple[str, int, Optional[str]]:
 
 
 def _send(logger: logging.Logger, record: logging.LogRecord) -> None:
-    if _handlers._is_descendant():
+    if _tree.is_descendant():
         # The top process's listener dispatches it through its logger tree,
         # sent by the forwarder this process's logging records use too.
         _forward.forwarder().handle(record)
