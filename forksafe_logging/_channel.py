@@ -22,7 +22,7 @@ from forksafe_logging import _compat, _dial, _peers, _tree, _unconfirmed, _wire
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     import logging
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, Optional, Tuple
 
     #: ``(top pid, key, socket path)``: how a process reaches a listener.
     Endpoint = Tuple[int, bytes, str]
@@ -41,21 +41,10 @@ _poll = select.poll
 #: Distinct call sites (logger, level, line, thread...) remembered per connection.
 MAX_DEFINITIONS = 10000
 
-#: Seconds before connecting again after the listener's backlog was full;
-#: doubled after each such failure, up to the second.
-FIRST_BACKOFF = 0.01
-MAX_BACKOFF = 1.0
-
 #: Every this many records, a sender reads the listener's confirmations
 #: (_wire.CONFIRM): rarely enough to cost nothing per record.
 CONFIRM_EVERY = 64
-#: When its connection breaks, a sender waits this long at most for the
-#: listener's last confirmations (a stopping listener sends them before it
-#: closes; a killed one closes at once). Then it shows the rest on its stderr.
-SETTLE_WAIT = 1.0
-#: Connections a sender gave up mid-frame (an exception in the middle of a
-#: send), kept until the listener has confirmed what it sent on them.
-MAX_RETIRED = 16
+SETTLE_WAIT = _unconfirmed.SETTLE_WAIT
 
 
 class ListenerGone(Exception):
@@ -67,25 +56,22 @@ class Channel:
 
     def __init__(self) -> None:
         #: Re-entrant, so that a hold an exception cut off can be given back
-        #: (see :meth:`_reentered`).
+        #: (see :func:`reentered`).
         self.lock = _RLock()
         self.pid = os.getpid()
         self.sock: Optional[socket.socket] = None
         #: ``sock`` and what it carried unconfirmed.
         self.ledger: Optional[_unconfirmed.Ledger] = None
-        #: Connections this process gave up mid-frame, oldest first.
-        self.retired: List[_unconfirmed.Ledger] = []
-        #: Connections the listener ended, with records still to show.
-        self.dead: List[_unconfirmed.Ledger] = []
+        #: Connections given up or ended, with records not all confirmed.
+        self.unsettled = _unconfirmed.Unsettled()
         #: Records sent since confirmations were last read.
         self.since_check = 0
         #: Definition numbers given on the current connection.
         self.numbers: Dict[_wire.StaticKey, int] = {}
         self.gone = False
         self.warned = False
-        #: After connect() found the listener's backlog full: not before then.
-        self.retry_at = 0.0
-        self.backoff = FIRST_BACKOFF
+        #: When to connect again after the listener's backlog was full.
+        self.backoff = _dial.Backoff()
 
     def _connect(self, timeout: Optional[float]) -> socket.socket:
         where = _tree.endpoint()
@@ -110,13 +96,13 @@ class Channel:
         listener die before confirming it. Raises :class:`ListenerGone` when
         the listener cannot be reached.
         """
-        if self._reentered():
+        if reentered(self):
             # A signal handler that logs, run in the middle of this thread's
             # send: this record cannot go without cutting that one in two.
             return False  # dropped, and counted
         with self.lock:
-            if self.dead:
-                self._show_dead()  # interrupted before it was done
+            if self.unsettled.dead:
+                self.unsettled.show_dead()  # interrupted before it was done
             if self.gone:
                 raise ListenerGone("the listener is gone")
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -142,8 +128,7 @@ class Channel:
                 # (the caller asked not to wait); the next one tries again,
                 # after a pause that doubles each time, up to a second.
                 self._retire()
-                self.retry_at = time.monotonic() + self.backoff
-                self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+                self.backoff.refused()
                 return False
             except OSError as exc:
                 self._settle("the listener cannot be reached (%s)" % (exc,))
@@ -157,56 +142,6 @@ class Channel:
                 self._retire()
                 raise
 
-    def _reentered(self) -> bool:
-        """Whether a call that holds the lock is suspended below the caller, in this thread.
-
-        If not, and this thread holds the lock all the same, an exception
-        from a signal handler cut a call off between taking the lock and the
-        block that gives it back (3.14, see _compat.reclaim): given back.
-        Looked at only when this thread holds the lock, which is rare: no
-        marker set inside the block would do, as an exception can land
-        before it is set or before it is cleared.
-        """
-        if not self.lock._is_owned():  # type: ignore[attr-defined]
-            return False
-        try:
-            frame: Any = sys._getframe(2)  # the caller's caller: not the caller itself
-        except ValueError:  # called from C with nothing below
-            frame = None
-        while frame is not None:
-            if frame.f_code in _HOLDING_CODES:
-                return True
-            frame = frame.f_back
-        _compat.reclaim(self.lock)
-        return False
-
-    def ask_levels(self, timeout: float) -> Optional[Tuple[Dict[str, int], int]]:
-        """The top's logger levels of now, asked of the listener; None if it does not answer.
-
-        Before this process has sent any record: the answer is the only
-        thing on the connection then (the listener's confirmations come
-        after records).
-        """
-        if self._reentered():
-            return None
-        with self.lock:
-            try:
-                sock = self.sock
-                if sock is None:
-                    sock = self.sock = self._connect(timeout)
-                sock.settimeout(timeout)
-                sock.sendall(_wire.HEADER.pack(len(_wire.LEVELS)) + _wire.LEVELS)
-                (size,) = _wire.HEADER.unpack(_dial.recv_exactly(sock, _wire.HEADER.size))
-                levels = _wire.parse_levels(_dial.recv_exactly(sock, size))
-                sock.settimeout(None)
-                return levels
-            except Exception:
-                ledger = self.ledger
-                self._discard()
-                if ledger is not None:
-                    ledger.close()
-                return None
-
     def _send(
         self,
         key: _wire.StaticKey,
@@ -216,37 +151,14 @@ class Channel:
     ) -> bool:
         sock = self.sock
         if sock is None:
-            if self.retry_at:
-                wait = self.retry_at - time.monotonic()
-                if wait > 0:
-                    if deadline is not None and deadline - time.monotonic() < wait:
-                        return False  # not before the deadline: dropped, and counted
-                    time.sleep(wait)  # the caller waits for a busy listener anyway
+            if not self.backoff.wait(deadline):
+                return False  # not before the deadline: dropped, and counted
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             sock = self.sock = self._connect(timeout)
-            self.retry_at = 0.0
-            self.backoff = FIRST_BACKOFF
-        number = self.numbers.get(key)
-        if number is None:
-            if len(self.numbers) >= MAX_DEFINITIONS:
-                self.numbers.clear()  # numbers are reused; the listener overwrites
-            number = defined = len(self.numbers) + 1
-            record = frame(defined)
-            data = _wire.definition(defined, key) + record
-        else:
-            defined = 0
-            data = record = frame(number)
-        if deadline is not None:
-            # Drop a record before any byte of it is out, while we can:
-            # the connection stays usable for the next one.
-            remaining = max(0.0, deadline - time.monotonic())
-            poller = _poll()  # not select(): descriptors may be > 1023
-            poller.register(sock, select.POLLOUT)
-            if not poller.poll(remaining * 1000):
-                return False
-            sock.settimeout(max(0.0, deadline - time.monotonic()))
-        elif sock.gettimeout() is not None:
-            sock.settimeout(None)
+            self.backoff.connected()
+        number, defined, record, data = _numbered(self.numbers, key, frame)
+        if not _writable(sock, deadline):
+            return False
         sock.sendall(data)
         if defined:
             self.numbers[key] = defined
@@ -261,42 +173,18 @@ class Channel:
 
     def _check(self) -> None:
         """Read the confirmations that have come, on every connection still open."""
-        for ledger in list(self.retired):
-            if not ledger.take(None):
-                # Ended: the listener read it to its end and confirmed all
-                # it handled, or it is dead.
-                ledger.reason = "the listener closed a connection of this process"
-                self.dead.append(ledger)
-                self.retired.remove(ledger)
+        self.unsettled.check_retired()
         current = self.ledger
         if current is not None and not current.take(None):
             self._settle("the listener closed this process's connection")
-        elif self.dead:
-            self._show_dead()
+        elif self.unsettled.dead:
+            self.unsettled.show_dead()
 
     def _settle(self, reason: str) -> None:
         """The listener closed the connection: its last confirmations, the rest on stderr."""
-        for ledger in [*self.retired, self.ledger]:
-            if ledger is not None:
-                ledger.reason = reason
-                self.dead.append(ledger)
-        self.retired = []
+        self.unsettled.bury(self.ledger, reason)
         self._discard()
-        self._show_dead()
-
-    def _show_dead(self) -> None:
-        # Taken off the list only once shown: see _unconfirmed.Ledger.show.
-        until = time.monotonic() + SETTLE_WAIT
-        while self.dead:
-            ledger = self.dead[0]
-            if ledger.records and not ledger.announced:
-                try:
-                    ledger.take(until)  # to the end: the last confirmations
-                except Exception:
-                    pass
-            ledger.show()
-            ledger.close()
-            self.dead.pop(0)
+        self.unsettled.show_dead()
 
     def _discard(self) -> None:
         """Leave the current connection (whose ledger the caller has dealt with)."""
@@ -306,30 +194,107 @@ class Channel:
     def _retire(self) -> None:
         """Give up the current connection mid-frame; keep it until what it carried is confirmed."""
         ledger = self.ledger
-        if ledger is None:
+        if ledger is not None and ledger.records:
+            self.unsettled.retire(ledger)  # first: nothing between may lose it
             self._discard()
-            return
-        if not ledger.records:
+            self.unsettled.shut(ledger)
+        else:
             self._discard()
-            ledger.close()
-            return
-        self.retired.append(ledger)  # first: nothing between may lose it
-        self._discard()
+            if ledger is not None:
+                ledger.close()
+
+
+def _numbered(
+    numbers: Dict[_wire.StaticKey, int], key: _wire.StaticKey, frame: Callable[[int], bytes]
+) -> Tuple[int, int, bytes, bytes]:
+    """``(number, defined, record frame, bytes to send)`` for a record of ``key``.
+
+    ``defined`` is the number the bytes define (0: none; the caller adds it
+    to ``numbers`` once they are sent).
+    """
+    number = numbers.get(key)
+    if number is None:
+        if len(numbers) >= MAX_DEFINITIONS:
+            numbers.clear()  # numbers are reused; the listener overwrites
+        number = len(numbers) + 1
+        record = frame(number)
+        return number, number, record, _wire.definition(number, key) + record
+    record = frame(number)
+    return number, 0, record, record
+
+
+def _writable(sock: socket.socket, deadline: Optional[float]) -> bool:
+    """Whether ``sock`` can take a frame before ``deadline`` (``None``: as long as it takes)."""
+    if deadline is None:
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)
+        return True
+    # Drop a record before any byte of it is out, while we can: the
+    # connection stays usable for the next one.
+    poller = _poll()  # not select(): descriptors may be > 1023
+    poller.register(sock, select.POLLOUT)
+    if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+        return False
+    sock.settimeout(max(0.0, deadline - time.monotonic()))
+    return True
+
+
+def reentered(ch: Channel) -> bool:
+    """Whether a call that holds ``ch``'s lock is suspended below the caller, in this thread.
+
+    If not, and this thread holds the lock all the same, an exception
+    from a signal handler cut a call off between taking the lock and the
+    block that gives it back (3.14, see _compat.reclaim): given back.
+    Looked at only when this thread holds the lock, which is rare: no
+    marker set inside the block would do, as an exception can land
+    before it is set or before it is cleared.
+    """
+    if not ch.lock._is_owned():  # type: ignore[attr-defined]
+        return False
+    try:
+        frame: Any = sys._getframe(2)  # the caller's caller: not the caller itself
+    except ValueError:  # called from C with nothing below
+        frame = None
+    while frame is not None:
+        if frame.f_code in _HOLDING_CODES:
+            return True
+        frame = frame.f_back
+    _compat.reclaim(ch.lock)
+    return False
+
+
+def ask_levels(timeout: float) -> Optional[Tuple[Dict[str, int], int]]:
+    """The top's logger levels of now, asked of the listener; None if it does not answer.
+
+    Before this process has sent any record: the answer is the only
+    thing on the connection then (the listener's confirmations come
+    after records).
+    """
+    ch = channel()
+    if reentered(ch):
+        return None
+    with ch.lock:
         try:
-            # The listener reads to here (the half frame is counted), handles
-            # what was whole, confirms it and closes: the end tells.
-            ledger.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        if len(self.retired) > MAX_RETIRED:
-            # Its records were very likely handled long since; they are
-            # unguarded against the listener's death from now on.
-            self.retired.pop(0).close()
+            sock = ch.sock
+            if sock is None:
+                sock = ch.sock = ch._connect(timeout)
+            sock.settimeout(timeout)
+            sock.sendall(_wire.HEADER.pack(len(_wire.LEVELS)) + _wire.LEVELS)
+            (size,) = _wire.HEADER.unpack(_dial.recv_exactly(sock, _wire.HEADER.size))
+            levels = _wire.parse_levels(_dial.recv_exactly(sock, size))
+            sock.settimeout(None)
+            return levels
+        except Exception:
+            ledger = ch.ledger
+            ch._discard()
+            if ledger is not None:
+                ledger.close()
+            return None
 
 
 #: The calls that hold a channel's lock: one of them below a call that finds
 #: the lock taken by its own thread means that call re-entered it.
-_HOLDING_CODES = (Channel.send.__code__, Channel.ask_levels.__code__)
+_HOLDING_CODES = (Channel.send.__code__, ask_levels.__code__)
 
 _channel = Channel()
 
@@ -371,9 +336,9 @@ def check_at_exit() -> None:
     """
     _peers.flush_sentry()
     ch = _channel
-    if ch.pid != os.getpid() or (ch.ledger is None and not ch.retired and not ch.dead):
+    if ch.pid != os.getpid() or (ch.ledger is None and not ch.unsettled):
         return
-    if ch._reentered():
+    if reentered(ch):
         return  # a call of this thread is in the middle of a send
     if not ch.lock.acquire(timeout=SETTLE_WAIT):
         return  # a thread stuck in a send: not this hook's to wait for

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 
 from forksafe_logging import _endpoint
 
@@ -23,6 +24,40 @@ if TYPE_CHECKING:
 _Socket = socket.socket
 
 _PEERCRED = struct.Struct("3i")
+
+#: Seconds before connecting again after the listener's backlog was full;
+#: doubled after each such failure, up to the second.
+FIRST_BACKOFF = 0.01
+MAX_BACKOFF = 1.0
+
+
+class Backoff:
+    """When a sender may connect again after the listener's backlog was full."""
+
+    __slots__ = ("at", "delay")
+
+    def __init__(self) -> None:
+        self.at = 0.0  # no pause
+        self.delay = FIRST_BACKOFF
+
+    def wait(self, deadline: Optional[float]) -> bool:
+        """Wait out the pause; ``False``, at once, if it would end after ``deadline``."""
+        if self.at:
+            wait = self.at - time.monotonic()
+            if wait > 0:
+                if deadline is not None and deadline - time.monotonic() < wait:
+                    return False
+                time.sleep(wait)  # the caller waits for a busy listener anyway
+        return True
+
+    def refused(self) -> None:
+        """The backlog was full: a pause before the next try, twice the last one."""
+        self.at = time.monotonic() + self.delay
+        self.delay = min(self.delay * 2, MAX_BACKOFF)
+
+    def connected(self) -> None:
+        self.at = 0.0
+        self.delay = FIRST_BACKOFF
 
 
 def check_owner(sock: socket.socket) -> None:

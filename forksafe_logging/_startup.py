@@ -37,7 +37,7 @@ def start() -> None:
         _install.attach()
         # The levels of the top as this program starts (not as they were
         # when the switch was set: the top may have configured logging since).
-        levels = _channel.channel().ask_levels(LEVELS_TIMEOUT)
+        levels = _channel.ask_levels(LEVELS_TIMEOUT)
         if levels is not None:
             _reach.apply_levels(*levels)
     except Exception as exc:

@@ -19,7 +19,7 @@ from forksafe_logging import _decode, _endpoint, _streams, _wire
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     import logging
-    from typing import Callable, Deque, Optional, Tuple
+    from typing import Callable, Deque, List, Optional, Tuple
 
     _Kept = Tuple[int, _wire.StaticKey, int, bytes, Callable[[logging.LogRecord], str]]
 
@@ -122,6 +122,80 @@ class Ledger:
     def close(self) -> None:
         _endpoint.close_listed(self.sock)
         self.pinned.clear()
+
+
+#: When its connection breaks, a sender waits this long at most for the
+#: listener's last confirmations (a stopping listener sends them before it
+#: closes; a killed one closes at once). Then it shows the rest on its stderr.
+SETTLE_WAIT = 1.0
+#: Connections a sender gave up mid-frame (an exception in the middle of a
+#: send), kept until the listener has confirmed what it sent on them.
+MAX_RETIRED = 16
+
+
+class Unsettled:
+    """A sender's connections that carry no new record, but whose records are not all confirmed."""
+
+    __slots__ = ("dead", "retired")
+
+    def __init__(self) -> None:
+        #: Connections this process gave up mid-frame, oldest first.
+        self.retired: List[Ledger] = []
+        #: Connections the listener ended, with records still to show.
+        self.dead: List[Ledger] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.retired or self.dead)
+
+    def retire(self, ledger: Ledger) -> None:
+        """Keep ``ledger``, given up mid-frame, until what it carried is confirmed."""
+        self.retired.append(ledger)
+
+    def shut(self, ledger: Ledger) -> None:
+        """Tell the listener no more comes on a retired connection."""
+        try:
+            # The listener reads to here (the half frame is counted), handles
+            # what was whole, confirms it and closes: the end tells.
+            ledger.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        if len(self.retired) > MAX_RETIRED:
+            # Its records were very likely handled long since; they are
+            # unguarded against the listener's death from now on.
+            self.retired.pop(0).close()
+
+    def check_retired(self) -> None:
+        """Read the confirmations that have come on retired connections."""
+        for ledger in list(self.retired):
+            if not ledger.take(None):
+                # Ended: the listener read it to its end and confirmed all
+                # it handled, or it is dead.
+                ledger.reason = "the listener closed a connection of this process"
+                self.dead.append(ledger)
+                self.retired.remove(ledger)
+
+    def bury(self, current: Optional[Ledger], reason: str) -> None:
+        """The listener closed ``current``: it and every retired connection are dead."""
+        for ledger in [*self.retired, current]:
+            if ledger is not None:
+                ledger.reason = reason
+                self.dead.append(ledger)
+        self.retired = []
+
+    def show_dead(self) -> None:
+        """Wait a little for the dead connections' last confirmations; show the rest."""
+        # Taken off the list only once shown: see Ledger.show.
+        until = time.monotonic() + SETTLE_WAIT
+        while self.dead:
+            ledger = self.dead[0]
+            if ledger.records and not ledger.announced:
+                try:
+                    ledger.take(until)  # to the end: the last confirmations
+                except Exception:
+                    pass
+            ledger.show()
+            ledger.close()
+            self.dead.pop(0)
 
 
 def stderr_write(text: str) -> None:
