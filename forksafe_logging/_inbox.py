@@ -1,7 +1,7 @@
 """The listener's connections: accepting them, their handshake, reading frames into records.
 
 The listening socket and every connection are registered in the listener's
-selector; :class:`Inbox` owns what happens when one is readable. A new
+selector; :class:`Door` takes new connections, :class:`Inbox` reads them. A new
 connection gets a random challenge and must answer it, with a MAC of the
 tree's secret key, within :data:`HANDSHAKE_TIMEOUT`; then it carries frames
 (:mod:`forksafe_logging._wire`), which :meth:`Inbox.read` turns into records
@@ -73,46 +73,34 @@ class Connection:
         self.ended = False
 
 
-class Inbox:
-    """The listener's connections, from accept() to the records read from them.
+class Door:
+    """Where connections come in: the listening socket, and the handshakes not answered yet.
 
     Used by the listener thread only. ``selector`` is the listener's: the
-    inbox registers each connection in it, and pauses the listening socket
-    there while descriptors run out. ``turns`` learns of each
-    authenticated connection (see :class:`forksafe_logging._turns.Turns`).
+    door pauses the listening socket there while descriptors run out, and
+    hands each accepted connection to ``inbox``.
     """
 
     def __init__(
         self,
         listening: socket.socket,
         selector: selectors.BaseSelector,
-        key: bytes,
+        inbox: Inbox,
         stats: Dict[str, int],
-        turns: _turns.Turns,
     ) -> None:
         self._listening = listening
         self._selector = selector
-        self._key = key
+        self._inbox = inbox
         self._stats = stats
-        self._turns = turns
-        self.connections: Dict[int, Connection] = {}
-        #: Connections that have not answered the challenge yet, oldest first
-        #: (a dict as an ordered set).
-        self._pending: Dict[Connection, None] = {}
         #: While accepting is paused (see ACCEPT_PAUSE): when it resumes;
         #: the listening socket is out of the selector meanwhile.
         self._accept_resumes = 0.0
-        #: Records read and not yet taken by the listener's round.
-        self.incoming: List[Item] = []
-        #: Connections read to their end, not closed yet (the listener
-        #: closes each once its records are handled and confirmed).
-        self.ending: List[Connection] = []
 
     def next_deadline(self) -> Optional[float]:
         """Seconds until a pending handshake expires or accepting resumes; None: no limit."""
         deadlines = []
-        if self._pending:
-            deadlines.append(next(iter(self._pending)).deadline)
+        if self._inbox.pending:
+            deadlines.append(next(iter(self._inbox.pending)).deadline)
         if self._accept_resumes:
             deadlines.append(self._accept_resumes)
         if not deadlines:
@@ -122,12 +110,13 @@ class Inbox:
     def expire(self) -> None:
         """Close the handshakes past their deadline; resume a paused accept() when it is time."""
         now = time.monotonic()
-        while self._pending:
-            oldest = next(iter(self._pending))
+        pending = self._inbox.pending
+        while pending:
+            oldest = next(iter(pending))
             if oldest.deadline > now:
                 break
             self._stats["handshake_timeouts"] += 1
-            self.close(oldest)
+            self._inbox.close(oldest)
         if self._accept_resumes and now >= self._accept_resumes:
             self._accept_resumes = 0.0
             self._selector.register(self._listening, selectors.EVENT_READ, None)
@@ -165,14 +154,46 @@ class Inbox:
             except OSError:
                 _endpoint.close_listed(sock)
                 continue
+            inbox = self._inbox
             conn = Connection(sock, challenge)
-            self.connections[sock.fileno()] = conn
+            inbox.connections[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
-            self._pending[conn] = None
-            if len(self._pending) > MAX_PENDING:
+            inbox.pending[conn] = None
+            if len(inbox.pending) > MAX_PENDING:
                 self._stats["handshakes_refused"] += 1
-                self.close(next(iter(self._pending)))
+                inbox.close(next(iter(inbox.pending)))
             self._stats["connections"] += 1
+
+
+class Inbox:
+    """The listener's connections, from their handshake to the records read from them.
+
+    Used by the listener thread only. ``selector`` is the listener's, in
+    which each connection is registered (by the :class:`Door`). ``turns``
+    learns of each authenticated connection (see
+    :class:`forksafe_logging._turns.Turns`).
+    """
+
+    def __init__(
+        self,
+        selector: selectors.BaseSelector,
+        key: bytes,
+        stats: Dict[str, int],
+        turns: _turns.Turns,
+    ) -> None:
+        self._selector = selector
+        self._key = key
+        self._stats = stats
+        self._turns = turns
+        self.connections: Dict[int, Connection] = {}
+        #: Connections that have not answered the challenge yet, oldest first
+        #: (a dict as an ordered set).
+        self.pending: Dict[Connection, None] = {}
+        #: Records read and not yet taken by the listener's round.
+        self.incoming: List[Item] = []
+        #: Connections read to their end, not closed yet (the listener
+        #: closes each once its records are handled and confirmed).
+        self.ending: List[Connection] = []
 
     def close(self, conn: Connection) -> None:
         """Forget ``conn`` everywhere it is registered, and close its socket."""
@@ -180,7 +201,7 @@ class Inbox:
         if conn.authenticated and fd >= 0:
             self._turns.unwatch(fd)
         self.connections.pop(fd, None)
-        self._pending.pop(conn, None)
+        self.pending.pop(conn, None)
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -250,7 +271,7 @@ class Inbox:
                 conn.sock.send(_endpoint.listener_answer(self._key, theirs))
             except OSError:
                 return False
-            self._pending.pop(conn, None)
+            self.pending.pop(conn, None)
             pos = 2 * _endpoint.CHALLENGE_SIZE
         unpack = _wire.HEADER.unpack_from
         feed = conn.decoder.feed

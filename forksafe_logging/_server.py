@@ -15,7 +15,6 @@ from __future__ import annotations
 import atexit
 import os
 import selectors
-import socket
 import threading
 import time
 
@@ -23,6 +22,7 @@ from forksafe_logging import (
     _compat,
     _endpoint,
     _inbox,
+    _loop,
     _order,
     _requests,
     _rounds,
@@ -33,7 +33,7 @@ from forksafe_logging import (
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, List, Optional, Tuple
+    from typing import Callable, List, Optional
 
 
 #: At exit, how long the listener still waits for records that are half-sent.
@@ -65,7 +65,6 @@ class Server:
         self._selector = selectors.PollSelector()
         self._selector.register(self._listening, selectors.EVENT_READ, None)
         self._selector.register(wake_r, selectors.EVENT_READ, None)
-        self._stopping = False
         self.stats = {
             "records": 0,
             "connections": 0,
@@ -81,12 +80,20 @@ class Server:
         self.router = _router.Router(self.stats)
         #: Whether the top's own records wait for this listener's rounds.
         self.turns = _turns.Turns(self._catch_up, self.stats)
-        self._inbox = _inbox.Inbox(
-            self._listening, self._selector, self.key, self.stats, self.turns
+        self._inbox = _inbox.Inbox(self._selector, self.key, self.stats, self.turns)
+        self._door = _inbox.Door(self._listening, self._selector, self._inbox, self.stats)
+        rounds = _rounds.Rounds(self._inbox, self.router.dispatch, self.turns)
+        self._loop = _loop.Loop(
+            listening=self._listening,
+            selector=self._selector,
+            door=self._door,
+            inbox=self._inbox,
+            rounds=rounds,
+            turns=self.turns,
+            requests=self._requests,
         )
-        self._rounds = _rounds.Rounds(self._inbox, self.router.dispatch, self.turns)
         self.thread = threading.Thread(
-            target=self._run,
+            target=self._loop.run,
             name="forksafe_logging listener",
             daemon=True,
             **_compat.fresh_context(),
@@ -95,110 +102,9 @@ class Server:
         self.thread.start()
         _order.enable(self.turns)
 
-    # -- the listener thread -------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            self._loop()
-        finally:
-            if not self._stopping:
-                # Died (a bug of ours): senders must not wait for it. With the
-                # listening socket and every connection closed, a sender's
-                # next write fails, its new connection is refused, and it
-                # writes to its stderr from then on. What was sent before
-                # that is handled first, if this thread still can.
-                _router.warn("the listener thread stopped; processes of the tree write to stderr")
-                _order.disable(self.turns)  # the top's records: no waiting for this thread
-                try:
-                    self._last_reads()
-                except BaseException:
-                    pass
-                self._abandon_connections()
-
-    def _abandon_connections(self) -> None:
-        self.turns.never_wait()
-        _endpoint.close_listed(self._listening)
-        for conn in list(self._inbox.connections.values()):
-            self._inbox.close(conn)
-        self._rounds.forget()
-
-    def _loop(self) -> None:
-        rounds = self._rounds
-        while not self._stopping:
-            try:
-                # Held records go out in the next round: no waiting then.
-                events = self._selector.select(0.0 if rounds.held else self._inbox.next_deadline())
-                self.turns.busy = True
-                cutoff = time.time()
-                if events:
-                    # Look again: what was sent before the cutoff is all
-                    # readable now, on connections the first look may
-                    # have found empty.
-                    events = self._selector.select(0.0)
-                wake = self._round(events, cutoff)
-            except (OSError, ValueError):  # the selector was closed under us
-                return
-            if wake:
-                self._requests.serve()
-
-    def _last_reads(self) -> None:
-        """Refuse what comes next, handle what has come, held-over records too."""
-        _endpoint.close_listed(self._listening)
-        connections = list(self._inbox.connections.values())
-        for conn in connections:
-            # After SHUT_RD a sender's write fails at once; what the kernel
-            # already holds for us can still be read.
-            try:
-                conn.sock.shutdown(socket.SHUT_RD)
-            except OSError:
-                pass
-            while self._inbox.read(conn):  # to its end
-                pass
-        # Nothing more can come: what was held over goes out too, and is
-        # confirmed. Only then closed: a sender whose write failed waits
-        # for the end of its connection, and shows on its stderr only what
-        # was not confirmed by then (see _channel).
-        self._rounds.release(float("inf"))
-        for conn in connections:
-            if conn.sock.fileno() >= 0:
-                self._inbox.close(conn)
-        self._inbox.ending = []
-
-    def _round(self, events: List[Tuple[Any, int]], cutoff: float) -> bool:
-        """Read every connection in ``events`` to its end, then dispatch in order.
-
-        Returns whether a request from another thread is waiting.
-        """
-        wake = False
-        for key, _ in events:
-            try:
-                if key.fileobj is self._listening:
-                    self._inbox.accept()
-                elif key.fileobj == self._requests.wake_r:
-                    wake = True
-                else:
-                    self._inbox.read(key.data)
-            except BaseException as exc:
-                # The thread must outlive any one connection's trouble:
-                # if it died, every sender would wait for it forever.
-                _router.warn("the listener hit an unexpected error: %r" % (exc,))
-                if isinstance(key.data, _inbox.Connection):
-                    self._inbox.close(key.data)
-        # After the events: an answer that has arrived counts, however
-        # long a handler kept this thread away.
-        self._inbox.expire()
-        self._rounds.release(cutoff)
-        return wake
-
-    def _drain(self) -> None:
-        """A round now: every record that reached the sockets before it is handled."""
-        self.turns.busy = True
-        cutoff = time.time()
-        self._round(self._selector.select(0.0), cutoff)
-
     def _catch_up(self, timeout: float) -> bool:
         """A round for a record of the top (see _turns); False if none came in ``timeout``."""
-        return not self._stopping and self._requests.call(self._drain, timeout)
+        return not self._loop.stopping and self._requests.call(self._loop.drain, timeout)
 
     # -- called from other threads -------------------------------------------
 
@@ -210,7 +116,7 @@ class Server:
             # A handler flushing from inside a dispatch: the connection being
             # parsed cannot be read into now, and it is being drained anyway.
             return True
-        return self._requests.call(self._drain, timeout)
+        return self._requests.call(self._loop.drain, timeout)
 
     def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Handle what was sent, wait up to ``timeout`` for half-sent records, then close."""
@@ -221,27 +127,7 @@ class Server:
         _order.disable(self.turns)
         deadline = time.monotonic() + timeout
 
-        def finish() -> None:
-            self._inbox.stop_accepting()
-            self._drain()
-            # Half-sent frames: their senders are mid-sendall. Wait a bounded time.
-            while any(c.buffer for c in self._inbox.connections.values()):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                for key, _ in self._selector.select(min(remaining, 0.05)):
-                    if isinstance(key.data, _inbox.Connection):
-                        while self._inbox.read(key.data):
-                            pass
-            # Senders may still be sending (forked children outlive the top).
-            # What the kernel holds for us is handled; what comes after is
-            # refused: a sender then gets EPIPE, and a new connection is
-            # refused too, so it writes that record to its stderr. Nothing
-            # is lost between the two without its sender knowing.
-            self._last_reads()
-            self._stopping = True
-
-        self._requests.call(finish, timeout + 5)
+        self._requests.call(lambda: self._loop.finish(deadline), timeout + 5)
         self.thread.join(timeout + 5)
         self._release_resources()
         if self.directory is not None:

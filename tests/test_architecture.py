@@ -33,7 +33,8 @@ LAYERS: List[Set[str]] = [
     # the listener's connections: accept, handshake, frames read into records;
     # its rounds: dispatch in order, confirm
     {"_inbox", "_rounds"},
-    {"_server"},  # the listener: its thread, rounds and lifetime
+    {"_loop"},  # the listener thread's rounds, and its last one
+    {"_server"},  # the listener: its parts, its thread's start, its lifetime
     {"_tree", "_detect"},  # which tree this process belongs to; fork-hazard detectors
     {"_channel"},  # a sender's connection to the listener
     {"handlers"},  # QueueHandler and QueueListener

@@ -1,0 +1,169 @@
+"""The listener thread's work: its rounds, from the selector's events to the dispatch.
+
+Each round reads every readable connection to its end (:mod:`~forksafe_logging._inbox`),
+then releases what can go in order (:mod:`~forksafe_logging._rounds`); between rounds,
+the work other threads ask of it (:mod:`~forksafe_logging._requests`). Built and
+started by :class:`forksafe_logging._server.Server`, which owns its lifetime.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from forksafe_logging import _endpoint, _inbox, _order, _router
+
+TYPE_CHECKING = False  # typing is not imported at run time: see _compat
+if TYPE_CHECKING:
+    import selectors
+    from typing import Any, List, Tuple
+
+    from forksafe_logging._requests import Requests
+    from forksafe_logging._rounds import Rounds
+    from forksafe_logging._turns import Turns
+
+
+class Loop:
+    """The listener thread's rounds, and its last one."""
+
+    def __init__(
+        self,
+        *,
+        listening: socket.socket,
+        selector: selectors.BaseSelector,
+        door: _inbox.Door,
+        inbox: _inbox.Inbox,
+        rounds: Rounds,
+        turns: Turns,
+        requests: Requests,
+    ) -> None:
+        self._listening = listening
+        self._selector = selector
+        self._door = door
+        self._inbox = inbox
+        self._rounds = rounds
+        self._turns = turns
+        self._requests = requests
+        #: Set by the last round (:meth:`finish`): the thread ends after it.
+        self.stopping = False
+
+    def run(self) -> None:
+        """The thread's target: rounds until it stops, or dies."""
+        try:
+            self._rounds_until_stopped()
+        finally:
+            if not self.stopping:
+                # Died (a bug of ours): senders must not wait for it. With the
+                # listening socket and every connection closed, a sender's
+                # next write fails, its new connection is refused, and it
+                # writes to its stderr from then on. What was sent before
+                # that is handled first, if this thread still can.
+                _router.warn("the listener thread stopped; processes of the tree write to stderr")
+                _order.disable(self._turns)  # the top's records: no waiting for this thread
+                try:
+                    self._last_reads()
+                except BaseException:
+                    pass
+                self._abandon_connections()
+
+    def _abandon_connections(self) -> None:
+        self._turns.never_wait()
+        _endpoint.close_listed(self._listening)
+        for conn in list(self._inbox.connections.values()):
+            self._inbox.close(conn)
+        self._rounds.forget()
+
+    def _rounds_until_stopped(self) -> None:
+        rounds = self._rounds
+        while not self.stopping:
+            try:
+                # Held records go out in the next round: no waiting then.
+                events = self._selector.select(0.0 if rounds.held else self._door.next_deadline())
+                self._turns.busy = True
+                cutoff = time.time()
+                if events:
+                    # Look again: what was sent before the cutoff is all
+                    # readable now, on connections the first look may
+                    # have found empty.
+                    events = self._selector.select(0.0)
+                wake = self._round(events, cutoff)
+            except (OSError, ValueError):  # the selector was closed under us
+                return
+            if wake:
+                self._requests.serve()
+
+    def _last_reads(self) -> None:
+        """Refuse what comes next, handle what has come, held-over records too."""
+        _endpoint.close_listed(self._listening)
+        connections = list(self._inbox.connections.values())
+        for conn in connections:
+            # After SHUT_RD a sender's write fails at once; what the kernel
+            # already holds for us can still be read.
+            try:
+                conn.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+            while self._inbox.read(conn):  # to its end
+                pass
+        # Nothing more can come: what was held over goes out too, and is
+        # confirmed. Only then closed: a sender whose write failed waits
+        # for the end of its connection, and shows on its stderr only what
+        # was not confirmed by then (see _channel).
+        self._rounds.release(float("inf"))
+        for conn in connections:
+            if conn.sock.fileno() >= 0:
+                self._inbox.close(conn)
+        self._inbox.ending = []
+
+    def _round(self, events: List[Tuple[Any, int]], cutoff: float) -> bool:
+        """Read every connection in ``events`` to its end, then dispatch in order.
+
+        Returns whether a request from another thread is waiting.
+        """
+        wake = False
+        for key, _ in events:
+            try:
+                if key.fileobj is self._listening:
+                    self._door.accept()
+                elif key.fileobj == self._requests.wake_r:
+                    wake = True
+                else:
+                    self._inbox.read(key.data)
+            except BaseException as exc:
+                # The thread must outlive any one connection's trouble:
+                # if it died, every sender would wait for it forever.
+                _router.warn("the listener hit an unexpected error: %r" % (exc,))
+                if isinstance(key.data, _inbox.Connection):
+                    self._inbox.close(key.data)
+        # After the events: an answer that has arrived counts, however
+        # long a handler kept this thread away.
+        self._door.expire()
+        self._rounds.release(cutoff)
+        return wake
+
+    def drain(self) -> None:
+        """A round now: every record that reached the sockets before it is handled."""
+        self._turns.busy = True
+        cutoff = time.time()
+        self._round(self._selector.select(0.0), cutoff)
+
+    def finish(self, deadline: float) -> None:
+        """The last round: handle what was sent, half-sent records until ``deadline``; stop."""
+        self._door.stop_accepting()
+        self.drain()
+        # Half-sent frames: their senders are mid-sendall. Wait a bounded time.
+        while any(c.buffer for c in self._inbox.connections.values()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for key, _ in self._selector.select(min(remaining, 0.05)):
+                if isinstance(key.data, _inbox.Connection):
+                    while self._inbox.read(key.data):
+                        pass
+        # Senders may still be sending (forked children outlive the top).
+        # What the kernel holds for us is handled; what comes after is
+        # refused: a sender then gets EPIPE, and a new connection is
+        # refused too, so it writes that record to its stderr. Nothing
+        # is lost between the two without its sender knowing.
+        self._last_reads()
+        self.stopping = True
