@@ -13,16 +13,15 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import multiprocessing.queues
-import os
 import queue
 import sys
-import sysconfig
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from forksafe_logging import (
     _compat,
     _fork_warning,
+    _frames,
     _naming,
     _reach,
     _server,
@@ -324,7 +323,7 @@ def thread_hazards(
             detail = "the listener of forksafe_logging does not exist in a child."
             found.append(Hazard("thread", where, detail, look.remedy("our-listener"), True))
             continue
-        detail = _THREAD_DETAIL + _doing(frames.get(thread.ident or 0))
+        detail = _THREAD_DETAIL + _frames.doing(frames.get(thread.ident or 0))
         found.append(Hazard("thread", where, detail, look.remedy("thread"), False))
     # Threads that threading does not know of have no name to give.
     untracked = _fork_warning.os_thread_count() - len(known)
@@ -341,55 +340,6 @@ _THREAD_DETAIL = (
     "it does not exist in a child, and whatever it holds at the fork (a lock, half of "
     "a write) stays held or half-done there."
 )
-
-
-#: Read once, when the doctor is imported: the first get_paths() of a process
-#: imports the build's configuration module, and diagnose() imports nothing.
-_PATHS = sysconfig.get_paths()
-
-
-def in_stdlib(path: str) -> bool:
-    """Whether ``path`` (a code object's file) is the standard library's."""
-    paths = _PATHS
-    if path.startswith((paths["purelib"], paths["platlib"])):
-        return False  # site-packages may lie inside the stdlib's directory
-    return path.startswith((paths["stdlib"], "<frozen "))
-
-
-def outside_stdlib(frame: Any, also: Tuple[str, ...] = ()) -> Any:
-    """The innermost of ``frame`` and its callers in code neither of the stdlib nor in ``also``."""
-    while frame is not None:
-        path = frame.f_code.co_filename
-        if path not in also and not in_stdlib(path):
-            return frame
-        frame = frame.f_back
-    return None
-
-
-def position(frame: Any) -> str:
-    """``name() in file.py, line N``; the path inside the stdlib for its files."""
-    path = frame.f_code.co_filename
-    if in_stdlib(path) and not path.startswith("<"):
-        path = os.path.relpath(path, _PATHS["stdlib"])
-    else:
-        path = os.path.basename(path)
-    line = frame.f_lineno
-    if line is None:
-        # Another thread's frame, looked at between two of its instructions
-        # where it has no line (seen on 3.11): the function and file only.
-        return "%s() in %s" % (frame.f_code.co_name, path)
-    return "%s() in %s, line %d" % (frame.f_code.co_name, path, line)
-
-
-def _doing(frame: Any) -> str:
-    """Where a thread is: its innermost frame, and the innermost outside the stdlib."""
-    if frame is None:
-        return ""
-    text = " When looked at, it was in %s" % position(frame)
-    caller = outside_stdlib(frame)
-    if caller is not None and caller is not frame:
-        text += ", called from %s" % position(caller)
-    return text + "."
 
 
 def _waiting(count: int, fate: str) -> str:

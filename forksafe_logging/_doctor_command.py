@@ -38,7 +38,7 @@ import threading
 import traceback
 from typing import Any, Callable, Dict, List, NoReturn, Optional
 
-from forksafe_logging import _detect, _doctor, _settings
+from forksafe_logging import _doctor, _frames, _settings
 
 #: Seconds a target may run without forking before it is reported on as it is.
 DEFAULT_TIMEOUT = 10.0
@@ -211,8 +211,8 @@ class _Doctor:
         multiprocessing.process.BaseProcess.start = start  # type: ignore[method-assign,assignment]
 
     def _at_fork(self, call: str) -> NoReturn:
-        frame = _detect.outside_stdlib(sys._getframe(1), also=(__file__,))
-        caller = _detect.position(frame) if frame is not None else "the standard library"
+        frame = _frames.outside_stdlib(sys._getframe(1), also=(__file__,))
+        caller = _frames.position(frame) if frame is not None else "the standard library"
         self._report(
             "Stopped %s at its first fork: %s, called by %s." % (self.target.name, call, caller),
             threading.current_thread(),

@@ -23,7 +23,8 @@ PACKAGE = Path(forksafe_logging.__file__).resolve().parent
 LAYERS: List[Set[str]] = [
     # Pure helpers and state, importing nothing of the package.
     {"_compat", "_settings", "_streams", "_wire", "_order", "_peers", "_structlog_locks",
-     "_endpoint", "_article", "_hazard", "_requests", "_decode", "_targets"},
+     "_endpoint", "_article", "_hazard", "_requests", "_decode", "_targets",
+     "_frames"},
     # Walking the logging configuration; dispatching a child's record; what a
     # sender keeps until confirmed.
     {"_reach", "_router", "_unconfirmed", "_fork_warning", "_prose", "_dial"},

@@ -40,12 +40,3 @@ def test_forward_mode_says_the_child_never_uses_it() -> None:
     for key, (_, _, forward) in _detect.REMEDIES.items():
         text = look.remedy(key, dropped="", flushes="")
         assert ("never uses it" in text) == (forward is None), key
-
-
-def test_position_of_a_frame_without_a_line() -> None:
-    """A thread's frame can have no line number for a moment: named without one, no error."""
-    code = type("Code", (), {"co_name": "work", "co_filename": "/srv/app/jobs.py"})()
-    frame = type("Frame", (), {"f_code": code, "f_lineno": None})()
-    assert _detect.position(frame) == "work() in jobs.py"
-    frame.f_lineno = 12
-    assert _detect.position(frame) == "work() in jobs.py, line 12"
