@@ -55,8 +55,7 @@ class Channel:
     """The connection of this process; reopened after a fork."""
 
     def __init__(self) -> None:
-        #: Re-entrant, so that a hold an exception cut off can be given back
-        #: (see :func:`reentered`).
+        #: Re-entrant: a hold an exception cut off can be given back (reentered()).
         self.lock = _RLock()
         self.pid = os.getpid()
         self.sock: Optional[socket.socket] = None

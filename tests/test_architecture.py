@@ -181,3 +181,23 @@ def test_architecture_page_lists_the_layers() -> None:
         assert row.endswith(" |"), row
         listed = set(re.findall(r"`(\w+)`", row.split(" | ")[1]))
         assert listed == layer, row
+
+
+#: A module or class past these is due to be split (issue #13: a reader
+#: should be able to hold one in mind).
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 150
+
+
+def test_modules_and_classes_stay_small() -> None:
+    too_big = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        if len(source.splitlines()) > MAX_MODULE_LINES:
+            too_big.append("%s: %d lines" % (path.name, len(source.splitlines())))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > MAX_CLASS_LINES:
+                    too_big.append("%s: class %s, %d lines" % (path.name, node.name, size))
+    assert too_big == []
