@@ -200,11 +200,19 @@ def worker(variant: str, forks: int, handlers: int, child: Optional[str]) -> Non
                 # The listener thread and its sockets stay; the hooks see
                 # neither settings nor listener, so they return at once. What
                 # is left over "imported" is the cost of that state alone.
-                from forksafe_logging import _server, _settings
+                # Where the state lives: _state (0.4), the modules before.
+                try:
+                    from forksafe_logging._state import state
+                except ImportError:
+                    from forksafe_logging import _server, _settings
 
-                _settings.current = None
-                keep_alive = _server._server  # noqa: F841
-                _server._server = None
+                    _settings.current = None  # type: ignore[attr-defined]
+                    keep_alive = _server._server  # type: ignore[attr-defined]
+                    _server._server = None  # type: ignore[attr-defined]
+                else:
+                    state.settings = None
+                    keep_alive = state.server  # noqa: F841
+                    state.server = None
         time_forks(WARMUP_FORKS)
         gc.collect()
         samples = time_forks(forks)
@@ -214,7 +222,12 @@ def worker(variant: str, forks: int, handlers: int, child: Optional[str]) -> Non
 
             reached = len(_reach.collect().handlers)
             module = os.path.dirname(_reach.__file__)
-            mode = getattr(_settings.current, "child", None)
+            try:
+                from forksafe_logging._state import state
+            except ImportError:  # a checkout from before _state
+                mode = getattr(getattr(_settings, "current", None), "child", None)
+            else:
+                mode = getattr(state.settings, "child", None)
             forksafe_logging.uninstall()
         for listener in listeners:
             listener.stop()

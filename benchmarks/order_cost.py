@@ -109,6 +109,7 @@ def one(kind: str, path: str) -> str:
     logging.basicConfig(filename=path, level=logging.INFO, format="%(process)d %(message)s")
     import forksafe_logging
     from forksafe_logging import _order, _server
+    from forksafe_logging._state import state
 
     forksafe_logging.install()
     server = _server.current()
@@ -130,7 +131,7 @@ def one(kind: str, path: str) -> str:
                 logging.Logger.callHandlers = patched  # type: ignore[method-assign]
 
             def child_off() -> None:
-                logging.Logger.callHandlers = _order._wrapped  # type: ignore[assignment,method-assign]
+                logging.Logger.callHandlers = state.order_wrapped  # type: ignore[method-assign]
 
             result = _on_off(logging.getLogger("bench.child"), child_on, child_off)
             os.write(write, result.encode())

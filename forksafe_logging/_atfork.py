@@ -44,21 +44,19 @@ from forksafe_logging import (
     _settings,
     _structlog_locks,
 )
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Set, Tuple
+    from typing import Any, List, Optional, Set, Tuple
 
 # What the hooks use, bound here: reaching an object through a module writes
 # to that module object too (its reference count), and after a fork each
 # page written costs a page fault.
-_child_closes = _endpoint.child_closes
 _close = os.close
 _getpid = os.getpid
 _get_ident = threading.get_ident
 
-#: The thread whose before hook holds ``_endpoint.fd_lock``, or 0.
-_fd_lock_holder = 0
 _modules = sys.modules
 _switch = _forward._switch
 _rewire_then_call_handlers = _forward._rewire_then_call_handlers
@@ -87,11 +85,6 @@ class _Plan:
         self.held: List[Any] = []
 
 
-#: Keyed by thread id: two threads may fork at once, and their hooks run
-#: concurrently (CPython takes the import lock only after the ``before`` hooks).
-_plans: Dict[int, _Plan] = {}
-
-
 def _take(lock: Any, deadline: float, plan: _Plan) -> bool:
     try:
         taken = lock.acquire(False)
@@ -109,16 +102,15 @@ def before_fork() -> None:
     """Bring logging to a consistent point: take every lock it reaches, in bounded time."""
     # Few calls here, all inlined: after a fork the parent pays a page fault
     # for each page it writes to, and calling a Python function writes to it.
-    settings = _settings.current
-    server = _server._server
+    settings = state.settings
+    server = state.server
     if server is not None and server.pid != _getpid():
         server = None  # inherited from the top: not this process's
     if settings is None and server is None:
         return
-    global _fd_lock_holder
-    if _endpoint.fd_lock.acquire(True, _endpoint.FD_LOCK_TIMEOUT):
+    if state.fd_lock.acquire(True, _endpoint.FD_LOCK_TIMEOUT):
         # No descriptor of ours is between being opened and being listed.
-        _fd_lock_holder = _get_ident()
+        state.fd_lock_holder = _get_ident()
     if settings is not None and settings.child == "forward":
         switch = _switch
         if logging._handlerList is switch.next_handlers[0]:  # type: ignore[attr-defined]
@@ -126,7 +118,7 @@ def before_fork() -> None:
             # fork hook gave logging: its own children must not shut its
             # handlers down. Each forked child gets a new, empty one.
             switch.next_handlers = ([],)
-    if _fork_warning.quiet_filters:
+    if state.quiet_filters:
         # A filter left by the previous fork (3.13) is for that fork only.
         _fork_warning.unquiet_fork_warning()
     quieted = (
@@ -147,7 +139,7 @@ def before_fork() -> None:
         return
     plan = _Plan()
     plan.quieted = quieted
-    _plans[threading.get_ident()] = plan
+    state.plans[threading.get_ident()] = plan
     if settings is None:
         return
     _take_everything(settings, plan, structlog_locks)
@@ -218,13 +210,12 @@ def _flush_stream(handler: logging.Handler, flushed: Set[int]) -> None:
 
 def after_fork_in_parent() -> None:
     """Release what this thread's ``before`` hook took, newest first."""
-    global _fd_lock_holder
-    if _fd_lock_holder == _get_ident():
-        _fd_lock_holder = 0
-        _endpoint.fd_lock.release()
-    if not _plans:
+    if state.fd_lock_holder == _get_ident():
+        state.fd_lock_holder = 0
+        state.fd_lock.release()
+    if not state.plans:
         return  # the common case: the before hook needed no plan
-    plan = _plans.pop(threading.get_ident(), None)
+    plan = state.plans.pop(threading.get_ident(), None)
     if plan is None or plan.pid != os.getpid():
         return
     if plan.quieted and not _compat.FORK_WARNS_AFTER_PARENT_HOOKS:
@@ -250,19 +241,18 @@ def after_fork_in_child() -> None:
     So that path is written out here, reaching into the modules whose state
     it resets, and calls nothing but C.
     """
-    global _fd_lock_holder
     if _compat.LOCKS_REINIT:
         # Taken by install() in a thread that is not here, perhaps; fd_lock
         # by our before hook.
-        _settings.install_lock._at_fork_reinit()  # type: ignore[attr-defined]
-        _server.lock._at_fork_reinit()  # type: ignore[attr-defined]
-        _endpoint.fd_lock._at_fork_reinit()  # type: ignore[attr-defined]
+        state.install_lock._at_fork_reinit()  # type: ignore[attr-defined]
+        state.server_lock._at_fork_reinit()  # type: ignore[attr-defined]
+        state.fd_lock._at_fork_reinit()  # type: ignore[attr-defined]
     else:  # gevent's locks (patched before we were imported), say
-        _settings.install_lock = threading.Lock()
-        _server.lock = threading.Lock()
-        _endpoint.fd_lock = threading.RLock()
-    _fd_lock_holder = 0
-    if _fork_warning.quiet_filters:
+        state.install_lock = threading.Lock()
+        state.server_lock = threading.Lock()
+        state.fd_lock = threading.RLock()
+    state.fd_lock_holder = 0
+    if state.quiet_filters:
         _fork_warning.unquiet_fork_warning(every=True)
 
     # The parent's listener is not this process's, nor is the parent's
@@ -270,13 +260,13 @@ def after_fork_in_child() -> None:
     # descriptors: a child that kept the listening socket open would keep
     # accepting connections into a backlog nobody reads once the top process
     # has died, and one that kept a connection open would hide its sender's
-    # death from the listener. By number (see _endpoint.child_closes), and
+    # death from the listener. By number (see state.child_closes), and
     # nothing else; the list is emptied, or this child's own children would
     # close the numbers again when they may be this child's files. What the
     # objects of the listener and of the connection are to this child is
     # worked out when it first needs them (_server.current(), _tree.tree()
     # and _channel.channel() look at the pid).
-    fds = _child_closes
+    fds = state.child_closes
     if fds:
         for fd in fds:
             try:
@@ -285,7 +275,7 @@ def after_fork_in_child() -> None:
                 pass
         del fds[:]
 
-    settings = _settings.current
+    settings = state.settings
     if settings is None:
         return
     if "structlog" in _modules:
@@ -297,7 +287,7 @@ def after_fork_in_child() -> None:
         # overwrite: freeing them would cost more than keeping them. A child
         # of a forwarding process already forwards: its handlers are
         # forwarders, and the undo record stays as it is.
-        if not _settings.undo:
+        if not state.undo:
             # See _forward: the loggers are rewired on the child's first use
             # of logging; here, the switches are armed. First, logging gets
             # a new, empty list of handlers to shut down: shutdown() takes no
@@ -331,28 +321,24 @@ def after_fork_in_child() -> None:
             logging._lock = switch  # type: ignore[attr-defined]
             logging.Logger.callHandlers = _rewire_then_call_handlers  # type: ignore[method-assign,assignment]
         return
-    plan = _plans.pop(threading.get_ident(), None)
+    plan = state.plans.pop(threading.get_ident(), None)
     # Plans of threads that forked concurrently: those threads are gone.
-    _plans.clear()
+    state.plans.clear()
     if plan is not None and plan.pid != os.getppid():
         plan = None  # left by a forwarding ancestor: not this fork's
     _repair.repair_inherited(settings, plan)
 
 
-_registered = False
-
-
 def register() -> None:
     """Register the hooks once per interpreter (children inherit them)."""
-    global _registered
-    with _server.lock:
-        if not _registered:
+    with state.server_lock:
+        if not state.hooks_registered:
             os.register_at_fork(
                 before=before_fork,
                 after_in_parent=after_fork_in_parent,
                 after_in_child=after_fork_in_child,
             )
-            _registered = True
+            state.hooks_registered = True
 
 
 _server.on_start.append(register)

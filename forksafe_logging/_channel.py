@@ -18,6 +18,7 @@ import threading
 import time
 
 from forksafe_logging import _compat, _dial, _peers, _tree, _unconfirmed, _wire
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -295,28 +296,20 @@ def ask_levels(timeout: float) -> Optional[Tuple[Dict[str, int], int]]:
 #: the lock taken by its own thread means that call re-entered it.
 _HOLDING_CODES = (Channel.send.__code__, ask_levels.__code__)
 
-_channel = Channel()
-
 
 def channel() -> Channel:
     """This process's channel (a forked child gets a new one)."""
-    global _channel
-    ch = _channel
-    if ch.pid != os.getpid():
-        ch = _channel = Channel()
+    ch = state.channel
+    if ch is None or ch.pid != os.getpid():
+        ch = state.channel = Channel()
     return ch
 
 
-#: The process whose exit runs :func:`check_at_exit` (a forked child registers again).
-_exit_checked_pid = 0
-
-
 def _check_at_exit_of_this_process() -> None:
-    global _exit_checked_pid
     pid = os.getpid()
-    if _exit_checked_pid == pid:
+    if state.exit_checked_pid == pid:
         return
-    _exit_checked_pid = pid
+    state.exit_checked_pid = pid
     atexit.register(check_at_exit)
     # A multiprocessing child ends with os._exit(), after its finalizers
     # and without atexit: a finalizer then, after any other (they may log).
@@ -334,8 +327,8 @@ def check_at_exit() -> None:
     handled yet, it handles after this process has gone.
     """
     _peers.flush_sentry()
-    ch = _channel
-    if ch.pid != os.getpid() or (ch.ledger is None and not ch.unsettled):
+    ch = state.channel
+    if ch is None or ch.pid != os.getpid() or (ch.ledger is None and not ch.unsettled):
         return
     if reentered(ch):
         return  # a call of this thread is in the middle of a send

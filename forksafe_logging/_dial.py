@@ -15,6 +15,7 @@ import struct
 import time
 
 from forksafe_logging import _endpoint
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -97,9 +98,9 @@ def dial(where: Tuple[int, bytes, str], timeout: Optional[float]) -> socket.sock
     wait is the caller's (``None``: wait).
     """
     _, key, address = where
-    with _endpoint.fd_lock:  # see there: a child forked now must not keep it
+    with state.fd_lock:  # see there: a child forked now must not keep it
         sock = _Socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        _endpoint.child_closes.append(sock.fileno())
+        state.child_closes.append(sock.fileno())
     try:
         sock.settimeout(timeout)
         sock.connect(address)

@@ -22,6 +22,7 @@ from forksafe_logging import (
 )
 from forksafe_logging._diagnosis import Diagnosis
 from forksafe_logging._hazard import KINDS, Hazard, fill
+from forksafe_logging._state import state
 
 __all__ = ["KINDS", "Diagnosis", "Hazard", "diagnose", "examine", "fill"]
 
@@ -71,7 +72,7 @@ def examine(
     ``forking`` defaults to the calling thread; ``ignore`` holds idents of
     threads that are not the program's (the doctor's watchdog).
     """
-    settings = _settings.current
+    settings = state.settings
     if child is None:
         child = settings.child if settings is not None else "forward"
     else:

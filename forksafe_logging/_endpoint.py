@@ -13,11 +13,12 @@ import os
 import socket
 import stat
 import sys
-import threading
+
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import List, Optional, Tuple
+    from typing import Optional, Tuple
 
 CHALLENGE_SIZE = 32
 #: sun_path holds 108 bytes on Linux, with the terminating NUL.
@@ -189,35 +190,34 @@ def bind() -> Tuple[socket.socket, str, Optional[str]]:
         raise
 
 
-#: Descriptors of this process's listener, which a forked child closes its
-#: copies of (in ``_atfork.after_fork_in_child``). Another thread may be changing it at a fork:
-#: a number is added once it is open and removed before it is closed, so
-#: whatever the child sees, it closes only descriptors that are ours.
-child_closes: List[int] = []
+# state.child_closes: descriptors of this process's listener, which a
+# forked child closes its copies of (in ``_atfork.after_fork_in_child``).
+# Another thread may be changing it at a fork: a number is added once it is
+# open and removed before it is closed, so whatever the child sees, it
+# closes only descriptors that are ours.
+#
+# state.fd_lock: held from the moment such a descriptor is opened until its
+# number is in ``state.child_closes``, and taken by the before-fork hook: so no
+# fork happens in between. (A child given the listener's end of a sibling's
+# connection would keep it open after the sibling's parent died, and the
+# sibling would never learn that nobody reads it.) Only ever held for a few
+# calls that do not block. Re-entrant: on 3.14 an exception from a signal
+# handler can leave it taken by the thread it interrupted (see
+# _compat.reclaim), which must not then wait for itself.
 
-#: Held from the moment such a descriptor is opened until its number is in
-#: ``child_closes``, and taken by the before-fork hook: so no fork happens
-#: in between. (A child given the listener's end of a sibling's connection
-#: would keep it open after the sibling's parent died, and the sibling would
-#: never learn that nobody reads it.) Only ever held for a few calls that
-#: do not block. Re-entrant: on 3.14 an exception from a signal handler can
-#: leave it taken by the thread it interrupted (see _compat.reclaim), which
-#: must not then wait for itself.
-fd_lock = threading.RLock()
-
-#: How long a fork waits for :data:`fd_lock`; past it, it goes ahead.
+#: How long a fork waits for ``state.fd_lock``; past it, it goes ahead.
 FD_LOCK_TIMEOUT = 1.0
 
 
 def forget_descriptor(fd: int) -> None:
     try:
-        child_closes.remove(fd)
+        state.child_closes.remove(fd)
     except ValueError:
         pass
 
 
 def close_listed(sock: socket.socket) -> None:
-    """Close a socket whose number is in ``child_closes``, and take it out."""
-    with fd_lock:  # a child forked in between would keep it open
+    """Close a socket whose number is in ``state.child_closes``, and take it out."""
+    with state.fd_lock:  # a child forked in between would keep it open
         forget_descriptor(sock.fileno())  # before the number can be reused
         sock.close()

@@ -17,6 +17,7 @@ import threading
 import warnings
 
 from forksafe_logging import _compat
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -38,31 +39,20 @@ def os_thread_count() -> int:
     file object). It names this process's pid (``/proc/self`` is resolved
     when it is opened), so a forked child opens its own.
     """
-    global _stat
     pid = os.getpid()
     try:
-        if _stat[0] != pid:
+        if state.proc_stat[0] != pid:
             fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
             # A child's copy of its parent's descriptor is left open: closing
             # it is a cost in a fork hook, and it stays one descriptor.
-            _stat = (pid, fd)
-        stat = os.pread(_stat[1], 4096, 0)
+            state.proc_stat = (pid, fd)
+        stat = os.pread(state.proc_stat[1], 4096, 0)
         return int(stat[stat.rindex(b")") + 2 :].split()[17])
     except (OSError, ValueError, IndexError):
         # Someone closed it (or the number is another file now): open anew
         # next time, and let the caller count Python threads this time.
-        _stat = (0, -1)
+        state.proc_stat = (0, -1)
         return 0
-
-
-#: ``(pid, descriptor of /proc/self/stat)`` for :func:`os_thread_count`.
-_stat = (0, -1)
-
-
-#: How many of our filters are in ``warnings.filters``: so that a fork where
-#: we added none (always before 3.12) does not scan the filters, which after
-#: a fork costs the child a page fault per filter page it touches.
-quiet_filters = 0
 
 
 def quiet_fork_warning(our_threads: int) -> bool:
@@ -73,7 +63,6 @@ def quiet_fork_warning(our_threads: int) -> bool:
     :data:`~forksafe_logging._compat.FORK_WARNS_AFTER_PARENT_HOOKS` for
     when). Returns whether it was added.
     """
-    global quiet_filters
     if not _compat.FORK_WARNS_ABOUT_THREADS or our_threads <= 0:
         return False
     threads = os_thread_count()
@@ -83,7 +72,7 @@ def quiet_fork_warning(our_threads: int) -> bool:
     if threads - our_threads > 1:
         return False  # someone else's thread: the warning is theirs to get
     warnings.filters.insert(0, _QUIET_FORK)  # type: ignore[attr-defined]
-    quiet_filters += 1
+    state.quiet_filters += 1
     warnings._filters_mutated()  # type: ignore[attr-defined]
     return True
 
@@ -95,11 +84,10 @@ def unquiet_fork_warning(every: bool = False) -> None:
     has found as many as were counted (every filter it looks at costs a page
     fault in a child).
     """
-    global quiet_filters
-    if not quiet_filters:
+    if not state.quiet_filters:
         return
     filters: Any = warnings.filters
-    wanted = quiet_filters if every else 1
+    wanted = state.quiet_filters if every else 1
     found = 0
     index = 0
     # By identity: list.remove() would compare every filter, regex and all.
@@ -110,6 +98,6 @@ def unquiet_fork_warning(every: bool = False) -> None:
         else:
             index += 1
     # Fewer than counted: someone reset the filters (warnings.resetwarnings()).
-    quiet_filters = quiet_filters - found if found == wanted else 0
+    state.quiet_filters = state.quiet_filters - found if found == wanted else 0
     if found:
         warnings._filters_mutated()  # type: ignore[attr-defined]

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 
-from forksafe_logging import _reach, _settings, _streams
+from forksafe_logging import _reach, _streams
+from forksafe_logging._state import state
 from forksafe_logging.handlers import tree_forwarder
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
@@ -159,8 +160,8 @@ def rewire() -> None:
 
 def _rewire_locked() -> None:
     """Rewire; the caller holds logging's module lock, which guards the dict of loggers."""
-    if not _settings.undo:
-        _settings.undo[:] = abandon_and_forward()
+    if not state.undo:
+        state.undo[:] = abandon_and_forward()
 
 
 def _disarm(switch: _RewireOnFirstUse) -> None:
@@ -216,7 +217,7 @@ def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     """
     # Made in the parent (prepare_forwarder): a handler made here would cost
     # about 100 us of faults in logging's registries.
-    prepared = _pinned
+    prepared = state.pinned
     handler = forwarder()
     taken = []
     for logger in _reach.loggers():
@@ -237,13 +238,8 @@ def abandon_and_forward() -> List[Tuple[logging.Logger, List[Any], List[Any]]]:
     return taken
 
 
-#: The forwarder forked children put on their loggers, made before the fork.
-_forwarder: Optional[logging.Handler] = None
-
 #: What forwarding children abandon (see :func:`prepare_forwarder`).
 _keep_forever: List[Any] = []
-#: Whether :data:`_keep_forever` is made unfreeable (by prepare_forwarder).
-_pinned = False
 
 
 def forwarder() -> logging.Handler:
@@ -252,22 +248,20 @@ def forwarder() -> logging.Handler:
     A forked child has the one its parent made before the fork
     (:func:`prepare_forwarder`).
     """
-    global _forwarder
-    if _forwarder is None:
-        _forwarder = tree_forwarder()
-    return _forwarder
+    if state.forwarder is None:
+        state.forwarder = tree_forwarder()
+    return state.forwarder
 
 
 def prepare_forwarder() -> None:
     """Make, while it is cheap, what forked children will need to forward."""
-    global _pinned
     forwarder()
-    if not _pinned:
+    if not state.pinned:
         # The list, and what a child appends to it, outlive even interpreter
         # shutdown in every process of the tree. Apart from the forwarder,
         # which a process that joined a tree may have made already.
         _streams.abandon(_keep_forever)
-        _pinned = True
+        state.pinned = True
 
 
 def restore(taken: List[Tuple[logging.Logger, List[Any], List[Any]]]) -> None:

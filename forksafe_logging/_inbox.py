@@ -18,6 +18,7 @@ import socket
 import time
 
 from forksafe_logging import _decode, _endpoint, _reach, _turns, _wire
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ class Door:
     def accept(self) -> None:
         """Take every connection waiting in the backlog, and send each its challenge."""
         while True:
-            with _endpoint.fd_lock:
+            with state.fd_lock:
                 try:
                     sock, _ = self._listening.accept()
                 except (BlockingIOError, InterruptedError):  # none left
@@ -146,7 +147,7 @@ class Door:
                     self._selector.unregister(self._listening)
                     self._accept_resumes = time.monotonic() + ACCEPT_PAUSE
                     return
-                _endpoint.child_closes.append(sock.fileno())
+                state.child_closes.append(sock.fileno())
             challenge = os.urandom(_endpoint.CHALLENGE_SIZE)
             try:
                 sock.setblocking(False)

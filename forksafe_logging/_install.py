@@ -15,6 +15,7 @@ from forksafe_logging import (
     _tree,
     _turns,
 )
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def install(
         from forksafe_logging import _held  # noqa: F401
     if isinstance(config, Mapping):
         import logging.config  # noqa: F401
-    with _settings.install_lock:
+    with state.install_lock:
         # In a forked child that has not used logging yet: first finish what
         # the fork began, whatever the mode asked for now (see _forward).
         _forward.rewire()
@@ -153,14 +154,14 @@ def install(
             started = _server.current() is None
             server = _tree.start_listener()
             if started:
-                _settings.started_listener = server
+                state.started_listener = server
             server.turns.set_order_wait(wait)
             _join.advertise()
             _forward.prepare_forwarder()
         else:
             _join.withdraw()
         _join.switch_subprocesses(subprocesses)
-        _settings.current = settings
+        state.settings = settings
 
 
 def attach() -> None:
@@ -207,12 +208,23 @@ def uninstall() -> None:
 
     .. versionadded:: 0.1.0
     """
-    with _settings.install_lock:
-        was = _settings.current
-        _settings.current = None
+    with state.install_lock:
+        was = state.settings
+        state.settings = None
         # Everything in the ledger, in its order: what is still ours goes
         # back to what it was (see _ledger and docs/architecture.md).
         _ledger.undo_all(installed=was is not None)
+
+
+def reset() -> None:
+    """:func:`uninstall`, then stop a listener a ``QueueHandler`` started, and unpublish it.
+
+    For the tests, between two of them: the process is then as if the
+    package had only been imported (``_state.departures()`` is empty).
+    """
+    uninstall()
+    _server.stop(0)
+    _tree.unpublish()
 
 
 def is_installed() -> bool:
@@ -220,7 +232,7 @@ def is_installed() -> bool:
 
     .. versionadded:: 0.1.0
     """
-    return _settings.current is not None
+    return state.settings is not None
 
 
 def _validate(

@@ -15,6 +15,7 @@ import os
 import sys
 
 from forksafe_logging import _atfork, _forward, _reach, _server, _settings, _tree
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ CONFIG_KEY = "forksafe_logging"
 
 def join_tree(where: Tuple[int, bytes, str]) -> None:
     """Forward this process's records to the listener at ``where`` from now on."""
-    with _settings.install_lock:
+    with state.install_lock:
         if _server.current() is not None:
             # install() ran at start-up (sitecustomize, say) before we knew that
             # this process has a tree above it; it has no children yet.
@@ -41,11 +42,11 @@ def become_descendant(settings: _settings.Settings) -> None:
     """Forward from now on, as a process below the top (its channel is open)."""
     # A forked child that has not used logging yet: finish what the fork began.
     _forward.rewire()
-    if not _settings.undo:
-        _settings.undo[:] = _forward.forward_tree()
+    if not state.undo:
+        state.undo[:] = _forward.forward_tree()
     advertise()
     _forward.prepare_forwarder()
-    _settings.current = settings
+    state.settings = settings
 
 
 class _Attach:
@@ -69,10 +70,10 @@ def switch_subprocesses(on: bool) -> None:
     """Make every Python program started from here on join the tree as it starts, or not."""
     if on:
         os.environ[_settings.SUBPROCESSES_SWITCH] = "1"
-        _settings.set_switch = True
-    elif _settings.set_switch:
+        state.set_switch = True
+    elif state.set_switch:
         os.environ.pop(_settings.SUBPROCESSES_SWITCH, None)
-        _settings.set_switch = False
+        state.set_switch = False
 
 
 def _process_modules() -> List[Any]:

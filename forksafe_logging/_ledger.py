@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 
 from forksafe_logging import _fork_warning, _forward, _join, _order, _server, _settings, _tree
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -61,22 +62,22 @@ class Patch:
 
 
 def _forwarding() -> bool:
-    return bool(_settings.undo)
+    return bool(state.undo)
 
 
 def _stop_forwarding() -> None:
-    _forward.restore(_settings.undo)
-    del _settings.undo[:]
+    _forward.restore(state.undo)
+    del state.undo[:]
 
 
 def _started_listener() -> bool:
     # The very one install() started: not one a QueueHandler started since.
     server = _server.current()
-    return server is not None and server is _settings.started_listener
+    return server is not None and server is state.started_listener
 
 
 def _stop_listener() -> None:
-    _settings.started_listener = None
+    state.started_listener = None
     _server.stop()
     # What the listener handed to the handlers is on its way to their files.
     for ref in list(logging._handlerList):  # type: ignore[attr-defined]
@@ -98,7 +99,7 @@ def _order_patch_idle() -> bool:
 
 
 def _subprocesses_switched() -> bool:
-    return _settings.set_switch
+    return state.set_switch
 
 
 def _switch_off_subprocesses() -> None:
@@ -121,7 +122,7 @@ PATCHES: List[Patch] = [
           _switch_off_subprocesses),
     # On 3.13 the filter of the last fork stays until the next fork's hook,
     # which does nothing once switched off.
-    Patch("`warnings.filters`: one filter in front", lambda: _fork_warning.quiet_filters > 0,
+    Patch("`warnings.filters`: one filter in front", lambda: state.quiet_filters > 0,
           lambda: _fork_warning.unquiet_fork_warning(every=True)),
     Patch("The listener's thread", _started_listener, _stop_listener, needs_install=True),
     # Inherited by forked children (and put there by a process that joins a
@@ -137,7 +138,7 @@ PATCHES: List[Patch] = [
 
 
 def undo_all(installed: bool) -> None:
-    """Undo every entry still ours; the caller holds ``_settings.install_lock``.
+    """Undo every entry still ours; the caller holds ``state.install_lock``.
 
     ``installed``: whether an ``install()`` was in force (see
     :attr:`Patch.needs_install`). Each entry is asked after the ones before

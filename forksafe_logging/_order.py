@@ -19,19 +19,11 @@ from __future__ import annotations
 import logging
 import os
 
+from forksafe_logging._state import state
+
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional
-
-#: The listener's :class:`~forksafe_logging._turns.Turns`, whose records go
-#: first; None: the patch passes through.
-_active: Optional[Any] = None
-#: What ``Logger.callHandlers`` was when the patch went in. Kept after the
-#: patch comes out: a wrapper put over ours (sentry-sdk wraps it too) still
-#: calls ours, which then only passes the call on.
-_wrapped: Optional[Callable[[logging.Logger, logging.LogRecord], None]] = None
-#: Whether the at-fork hook that forgets the listener in a child is in.
-_hooked = False
+    from typing import Any
 
 
 def _call_handlers_in_turn(self: logging.Logger, record: logging.LogRecord) -> None:
@@ -40,46 +32,43 @@ def _call_handlers_in_turn(self: logging.Logger, record: logging.LogRecord) -> N
     # children connected, one epoll_wait(0). What must not wait (a record
     # logged from inside a handler: _reach.inside_a_handler) is told apart only
     # when it would wait.
-    turns = _active
+    turns = state.order_turns
     if turns is not None:
         turns.wait_turn()
-    _wrapped(self, record)  # type: ignore[misc]
+    state.order_wrapped(self, record)  # type: ignore[misc]
 
 
 def enable(turns: Any) -> None:
     """Make the top's records wait their turn (``turns``: a running listener's)."""
-    global _active, _wrapped, _hooked
-    if not _hooked:
+    if not state.order_hooked:
         # A forked child inherits this patch and the parent's listener,
         # which is not its own: it forgets the listener (one assignment, so
         # safe in a fork hook) and its records pass straight through.
         os.register_at_fork(after_in_child=_forget)
-        _hooked = True
+        state.order_hooked = True
     if vars(logging.Logger).get("callHandlers") is not _call_handlers_in_turn:
-        _wrapped = logging.Logger.callHandlers
+        state.order_wrapped = logging.Logger.callHandlers
         logging.Logger.callHandlers = _call_handlers_in_turn  # type: ignore[method-assign]
-    _active = turns
+    state.order_turns = turns
 
 
 def _forget() -> None:
-    global _active
-    _active = None
+    state.order_turns = None
 
 
 def disable(turns: Any) -> None:
     """Undo :func:`enable` for ``turns``; a no-op if another listener took its place."""
-    global _active
-    if _active is not turns:
+    if state.order_turns is not turns:
         return
-    _active = None
+    state.order_turns = None
     if vars(logging.Logger).get("callHandlers") is _call_handlers_in_turn:
-        logging.Logger.callHandlers = _wrapped  # type: ignore[method-assign,assignment]
+        logging.Logger.callHandlers = state.order_wrapped  # type: ignore[method-assign,assignment]
 
 
 def active() -> bool:
     """Whether the patch is in force (for the tests and ``diagnose()``)."""
     patched = vars(logging.Logger).get("callHandlers") is _call_handlers_in_turn
-    return _active is not None and patched
+    return state.order_turns is not None and patched
 
 
 def patched() -> bool:
@@ -93,5 +82,5 @@ def unpatch() -> None:
     For ``uninstall()`` in a forked child, which inherits the patch (passing
     through: :func:`_forget`); in the top the listener's stop takes it out.
     """
-    if _active is None and patched():
-        logging.Logger.callHandlers = _wrapped  # type: ignore[method-assign,assignment]
+    if state.order_turns is None and patched():
+        logging.Logger.callHandlers = state.order_wrapped  # type: ignore[method-assign,assignment]

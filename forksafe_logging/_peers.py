@@ -19,6 +19,8 @@ import logging
 import os
 import sys
 
+from forksafe_logging._state import state
+
 #: The route of a record that Sentry's logging integration has seen in the
 #: process that logged it. Routes are otherwise the names of handlers, which
 #: no configuration gives a NUL byte.
@@ -30,15 +32,10 @@ SENTRY_FLUSH_TIMEOUT = 2.0
 
 _modules = sys.modules
 
-#: The process that marked a record as reported by its Sentry: at its exit,
-#: that Sentry must send what it holds (see :func:`flush_sentry`).
-_marked_pid = 0
-
 
 def mark_seen_by_sentry() -> str:
     """The route of a record this process's Sentry reports; its exit will flush Sentry."""
-    global _marked_pid
-    _marked_pid = os.getpid()
+    state.sentry_marked_pid = os.getpid()
     return SEEN_BY_SENTRY
 
 
@@ -50,7 +47,7 @@ def flush_sentry() -> None:
     its transport still held would be lost. Waits
     :data:`SENTRY_FLUSH_TIMEOUT` seconds at most.
     """
-    if _marked_pid != os.getpid():
+    if state.sentry_marked_pid != os.getpid():
         return
     sentry = _modules.get("sentry_sdk")
     if sentry is None:

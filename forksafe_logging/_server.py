@@ -30,6 +30,7 @@ from forksafe_logging import (
     _streams,
     _turns,
 )
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -46,10 +47,10 @@ class Server:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.key = os.urandom(32)
-        with _endpoint.fd_lock:
+        with state.fd_lock:
             self._listening, self.address, self.directory = _endpoint.bind()
             wake_r, wake_w = os.pipe()
-            _endpoint.child_closes.extend((self._listening.fileno(), wake_r, wake_w))
+            state.child_closes.extend((self._listening.fileno(), wake_r, wake_w))
         #: Work other threads ask of the listener's (flush(), stop()).
         self._requests = _requests.Requests(wake_r, wake_w)
         #: How descendants reach this listener: ``(pid, key, socket address)``.
@@ -57,7 +58,7 @@ class Server:
         self._listening.listen(128)
         self._listening.setblocking(False)
         # Never freed, in any process: a forked child closes its copies of
-        # these descriptors by number (see _endpoint.child_closes), so no socket object
+        # these descriptors by number (see state.child_closes), so no socket object
         # of this server may close them again when it is deallocated, by
         # which time the numbers may be the child's own files.
         _streams.abandon(self)
@@ -138,7 +139,7 @@ class Server:
                 pass
 
     def _release_resources(self) -> None:
-        with _endpoint.fd_lock:  # a child forked in between would keep them open
+        with state.fd_lock:  # a child forked in between would keep them open
             for fd in (
                 self._listening.fileno(),
                 self._requests.wake_r,
@@ -163,11 +164,6 @@ class Server:
         self._requests.forget()
 
 
-_server: Optional[Server] = None
-#: Guards starting and stopping the listener, and the at-fork hooks'
-#: registration; re-initialized in a forked child (see _atfork).
-lock = threading.Lock()
-
 #: What must happen once a listener runs in this process: forks must be made
 #: safe around it. ``_atfork`` adds the registration of its hooks when it is
 #: imported, which the package's ``__init__`` does before any handler can
@@ -178,7 +174,7 @@ on_start: List[Callable[[], None]] = []
 
 def current() -> Optional[Server]:
     """The listener this process runs, if it is the top of a tree."""
-    server = _server
+    server = state.server
     if server is not None and server.pid == os.getpid():
         return server
     return None
@@ -186,21 +182,19 @@ def current() -> Optional[Server]:
 
 def ensure_started() -> Server:
     """The running listener of this process, started if needed."""
-    global _server
-    with lock:
+    with state.server_lock:
         server = current()
         if server is None or not server.thread.is_alive():
-            server = _server = Server()
+            server = state.server = Server()
             atexit.register(_stop_at_exit, server)
         return server
 
 
 def stop(timeout: float = SHUTDOWN_TIMEOUT) -> None:
     """Stop this process's listener, if it runs one."""
-    global _server
-    with lock:
+    with state.server_lock:
         server = current()
-        _server = None
+        state.server = None
     if server is not None:
         server.stop(timeout)
 

@@ -1,12 +1,10 @@
-"""What ``install()`` was asked for, and the little state it keeps between calls."""
+"""What ``install()`` was asked for (what it keeps between calls is in ``_state``)."""
 
 from __future__ import annotations
 
-import threading
-
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
+    from typing import Any, Callable, Mapping, Optional, Union
 
     #: A configuration for a child in ``"reset"`` mode: a ``dictConfig`` dict, or
     #: a callable that configures logging itself.
@@ -49,23 +47,3 @@ class Settings:
         self.config = config
         self.fork_timeout = fork_timeout
         self.warn_held_locks = warn_held_locks
-
-
-#: The settings in force, or ``None`` when not installed. The hooks read this
-#: once per fork; rebinding a global is atomic, so they never see half of it.
-current: Optional[Settings] = None
-
-#: Serializes install()/uninstall(). Never taken by the at-fork hooks.
-install_lock = threading.Lock()
-
-#: The listener install() started in this process (so uninstall() stops it,
-#: and no other listener started since), or None.
-started_listener: Optional[Any] = None
-
-#: Whether install(subprocesses=True) set the switch in this process's
-#: environment (so a later install() without it, or uninstall(), clears it).
-set_switch = False
-
-#: What forwarding took from this process's loggers, for uninstall():
-#: ``(logger, handlers, filters)``.
-undo: List[Tuple[Any, List[Any], List[Any]]] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from forksafe_logging import _compat, _server
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -25,24 +26,16 @@ if TYPE_CHECKING:
 ENV_VAR = "FORKSAFE_LOGGING_LISTENER"
 
 
-#: The listener of the tree this process belongs to, when it is not the top.
-#: Set in a spawned child (from what its parent pickled), by an explicit
-#: ``attach()``, or by :func:`tree` in a forked child of the top; copied by
-#: fork.
-_where: Optional[Endpoint] = None
-
-
 def tree() -> Optional[Endpoint]:
     """The listener of the tree this process belongs to, when it is not the top."""
-    global _where
-    where = _where
+    where = state.where
     if where is None:
         # A forked child of the top has the top's listener object, which is
         # never freed (see _server.Server): it is worked out here, on first
         # use, rather than in the fork hook, where each page written costs.
-        server = _server._server
+        server = state.server
         if server is not None and server.pid != os.getpid():
-            where = _where = server.endpoint
+            where = state.where = server.endpoint
     return where
 
 
@@ -56,8 +49,7 @@ def endpoint() -> Optional[Endpoint]:
 
 def join(where: Endpoint) -> None:
     """Belong to the tree whose listener is at ``where`` from now on."""
-    global _where
-    _where = where
+    state.where = where
 
 
 #: :data:`ENV_VAR` as this process found it when the package was imported,
@@ -89,29 +81,22 @@ def publish(where: Endpoint) -> None:
     # abstract address: "@" stands for it, as in ss(8) and /proc/net/unix.
     if address.startswith("\0"):
         address = "@" + address[1:]
-    global _published
     value = "%d:%s:%s" % (pid, key.hex(), address)
     if os.environ.get(ENV_VAR) != value:
         # Already there, it came with the environment this process was
         # given (a spawned child, a program that attach()es): not ours to
         # take out at uninstall().
-        _published = value
+        state.published = value
         os.environ[ENV_VAR] = value
-
-
-#: The value :func:`publish` set, in this process or (copied by fork) in the
-#: parent: what ``uninstall()`` may take out.
-_published: Optional[str] = None
 
 
 def published() -> bool:
     """Whether :data:`ENV_VAR` holds what the library published."""
-    return _published is not None and os.environ.get(ENV_VAR) == _published
+    return state.published is not None and os.environ.get(ENV_VAR) == state.published
 
 
 def unpublish() -> None:
-    global _published
-    _published = None
+    state.published = None
     os.environ.pop(ENV_VAR, None)
 
 

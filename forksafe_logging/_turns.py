@@ -17,6 +17,7 @@ import select
 import threading
 
 from forksafe_logging import _endpoint, _order, _reach
+from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -57,13 +58,13 @@ class Turns:
         self._watch: Any = None
         self._watch_lock = threading.Lock()  # for poll() only
         if _epoll is not None:
-            with _endpoint.fd_lock:
+            with state.fd_lock:
                 try:
                     self._watch = _epoll()
                 except OSError:  # out of descriptors: poll() needs none
                     pass
                 else:
-                    _endpoint.child_closes.append(self._watch.fileno())
+                    state.child_closes.append(self._watch.fileno())
         if self._watch is None:
             self._watch = _poll()
             self._peek: Callable[[int, int], List[Any]] = self._peek_in_turn
@@ -164,7 +165,7 @@ class Turns:
             _order.disable(self)
 
     def close(self) -> None:
-        """Let go of the descriptor (epoll's; poll() has none); under ``_endpoint.fd_lock``."""
+        """Let go of the descriptor (epoll's; poll() has none); under ``state.fd_lock``."""
         if hasattr(self._watch, "fileno"):
             _endpoint.forget_descriptor(self._watch.fileno())
             self._watch.close()

@@ -50,7 +50,7 @@ class Ledger:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         # A forked child closes its copy by number, as it does the
-        # listener's (see _endpoint.child_closes), and this object, which the
+        # listener's (see state.child_closes), and this object, which the
         # child has too, must never close that number again: the socket is
         # not freed until this process closes it.
         self.pinned = _streams.pin(sock)

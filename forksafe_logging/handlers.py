@@ -27,6 +27,7 @@ from forksafe_logging import (
     _unconfirmed,
     _wire,
 )
+from forksafe_logging._state import state
 
 _modules = sys.modules
 
@@ -152,7 +153,7 @@ class QueueHandler(logging.Handler):
         try:
             # The attribute first, which saves a call per record once it is
             # set (a forked child of the top sets it on its first record).
-            if (_tree._where or _tree.tree()) is None or _server.current() is not None:
+            if (state.where or _tree.tree()) is None or _server.current() is not None:
                 # The top of the tree (with its listener running, or stopped
                 # by uninstall()): the handlers are here.
                 if not self._tree:

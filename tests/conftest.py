@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 import forksafe_logging
+from forksafe_logging import _install, _state
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE_HOME = Path(forksafe_logging.__file__).resolve().parent.parent
@@ -38,12 +39,10 @@ def _restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield
-    forksafe_logging.uninstall()
-    # A QueueHandler made in a test starts this process's listener.
-    from forksafe_logging import _server, _tree
-
-    _server.stop(0)
-    _tree.unpublish()
+    # uninstall(), and stop the listener a QueueHandler of the test started:
+    # the package's state is then as fresh as before the test.
+    _install.reset()
+    assert _state.departures() == {}, "the test left the package's state changed"
     for handler in root.handlers[:]:
         if handler not in handlers:
             root.removeHandler(handler)

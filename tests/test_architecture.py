@@ -21,7 +21,8 @@ PACKAGE = Path(forksafe_logging.__file__).resolve().parent
 
 #: Lowest first: a module imports only modules of lower layers.
 LAYERS: List[Set[str]] = [
-    # Pure helpers and state, importing nothing of the package.
+    {"_state"},  # the process-wide state: every layer may read and write it
+    # Pure helpers, importing nothing of the package but the state.
     {"_compat", "_settings", "_streams", "_wire", "_order", "_peers", "_structlog_locks",
      "_endpoint", "_article", "_hazard", "_requests", "_decode", "_targets",
      "_frames"},

@@ -582,6 +582,7 @@ def test_before_hook_takes_the_module_lock_logging_has_now() -> None:
 
     import forksafe_logging
     from forksafe_logging import _atfork
+    from forksafe_logging._state import state
 
     original = logging._lock  # type: ignore[attr-defined]
     replacement = threading.RLock()
@@ -591,7 +592,7 @@ def test_before_hook_takes_the_module_lock_logging_has_now() -> None:
         holder = Holder(replacement)  # another thread inside logging's critical section
         try:
             _atfork.before_fork()
-            plan = _atfork._plans[threading.get_ident()]
+            plan = state.plans[threading.get_ident()]
             # Busy module lock: the hook must take nothing and leave it to the child.
             taken_while_held = (plan.complete, list(plan.acquired))
             _atfork.after_fork_in_parent()

@@ -8,12 +8,14 @@ import pytest
 from conftest import Scenario
 
 from forksafe_logging import _compat, _fork_warning
+from forksafe_logging._state import state
 
 
 class TestThreadCount:
     BODY = """
 import os, threading, json
 from forksafe_logging import _fork_warning
+from forksafe_logging._state import state
 from scenario_lib import report
 
 before = _fork_warning.os_thread_count()
@@ -32,7 +34,7 @@ in_child = json.loads(os.read(r, 100))
 os.waitpid(pid, 0)
 stop.set()
 t.join()
-os.close(_fork_warning._stat[1])  # closed behind its back: it recovers
+os.close(state.proc_stat[1])  # closed behind its back: it recovers
 first = _fork_warning.os_thread_count()
 # The thread has joined, but the kernel may still count it for a moment
 # (its OS thread ends after join() returns): read until it does not.
@@ -62,15 +64,15 @@ def test_unquiet_after_filters_were_reset(monkeypatch: pytest.MonkeyPatch) -> No
     with warnings.catch_warnings():
         assert _fork_warning.quiet_fork_warning(1) is True
         assert _fork_warning.quiet_fork_warning(1) is True
-        assert _fork_warning.quiet_filters == 2
+        assert state.quiet_filters == 2
         assert warnings.filters[:2] == [_fork_warning._QUIET_FORK] * 2
         _fork_warning.unquiet_fork_warning()
-        assert _fork_warning.quiet_filters == 1
+        assert state.quiet_filters == 1
         assert warnings.filters.count(_fork_warning._QUIET_FORK) == 1
         warnings.resetwarnings()
         _fork_warning.unquiet_fork_warning(every=True)
-        assert _fork_warning.quiet_filters == 0
+        assert state.quiet_filters == 0
         # Someone else's thread: the warning is theirs, nothing is added.
         monkeypatch.setattr(_fork_warning, "os_thread_count", lambda: 3)
         assert _fork_warning.quiet_fork_warning(1) is False
-        assert _fork_warning.quiet_filters == 0
+        assert state.quiet_filters == 0

@@ -20,6 +20,7 @@ PRELUDE = """
 import errno, gc, json, logging, os, sys, threading
 import forksafe_logging
 from forksafe_logging import _endpoint, _forward, _server, _settings
+from forksafe_logging._state import state
 from scenario_lib import forked as in_child, report
 
 class Noting(logging.FileHandler):
@@ -353,8 +354,8 @@ def grandchild():
 def child():
     global fd
     logging.getLogger("c").info("from the child")  # connects
-    fd = _channel._channel.sock.fileno()
-    listed = fd in _endpoint.child_closes
+    fd = state.channel.sock.fileno()
+    listed = fd in state.child_closes
     result = {"listed": listed, "grandchild": in_child(grandchild)}
     # A connection this process closes itself (as after a timeout) is
     # unlisted first, and then its socket object may be freed.
@@ -366,7 +367,7 @@ def child():
     ledger.close()
     del ledger
     gc.collect()
-    result["after_discard"] = {"listed": fd in _endpoint.child_closes, "freed": sock() is None}
+    result["after_discard"] = {"listed": fd in state.child_closes, "freed": sock() is None}
     return result
 
 report(child=in_child(child), lines=lines(), others=calls_from_others())
@@ -391,7 +392,7 @@ class TestListenerDescriptors:
         + """
 import atexit
 
-inherited = list(_endpoint.child_closes)
+inherited = list(state.child_closes)
 server = _server.current()
 
 def grandchild():
@@ -420,7 +421,7 @@ def child():
         "reused": sorted(reopened) == sorted(inherited),
         "open_in_grandchild": open_in_grandchild,
         "open_after_collect": [not closed(fd) for fd in reopened],
-        "left_to_close": list(_endpoint.child_closes),
+        "left_to_close": list(state.child_closes),
     }
 
 report(count=len(inherited), child=in_child(child))
