@@ -21,8 +21,13 @@ TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     from typing import Optional, Tuple
 
-# Bound when the package is imported: see _channel (gevent).
+# Bound when the package is imported: see _channel (gevent). The sleep too:
+# it runs under the channel's lock, and eventlet's monkey_patch() leaves that
+# lock a real one, which every greenthread of the process holds as one (one
+# OS thread): a greenthread yielding in the sleep let the next one that logs
+# take the lock as its own (_channel.reentered) and send in between.
 _Socket = socket.socket
+_sleep = time.sleep
 
 _PEERCRED = struct.Struct("3i")
 
@@ -48,7 +53,7 @@ class Backoff:
             if wait > 0:
                 if deadline is not None and deadline - time.monotonic() < wait:
                     return False
-                time.sleep(wait)  # the caller waits for a busy listener anyway
+                _sleep(wait)  # the caller waits for a busy listener anyway
         return True
 
     def refused(self) -> None:
