@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import select
 import socket
 import sys
 import threading
@@ -86,6 +87,32 @@ import threading
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Tuple
+
+#: Why the listener cannot run in a process eventlet has patched.
+GREEN_TOP = (
+    "forksafe_logging cannot run its listener in a process that "
+    "eventlet.monkey_patch() has patched: the listener needs a real thread "
+    "and select.poll(), which eventlet replaces (its threads are greenthreads "
+    "of one OS thread) or removes. Import forksafe_logging and call install() "
+    "in the top process unpatched, and call eventlet.monkey_patch() in the "
+    "child processes only, first thing (as gunicorn's eventlet worker does)"
+)
+
+if not hasattr(select, "poll"):
+    # eventlet's monkey_patch() deletes it; every module that binds it would
+    # fail with a bare AttributeError.
+    raise ImportError(GREEN_TOP)
+
+
+def green_patched() -> bool:
+    """Whether eventlet has patched this process's threads (see :data:`GREEN_TOP`)."""
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is None:
+        return False
+    try:
+        return bool(patcher.is_monkey_patched("thread"))
+    except Exception:  # another eventlet than the one we know
+        return False
 
 
 def reclaim(lock: Any) -> None:

@@ -126,6 +126,8 @@ def is_descendant() -> bool:
 
 def start_listener() -> _server.Server:
     """This process's listener, started if it is not running, and published."""
+    if _server.current() is None and _compat.green_patched():
+        raise RuntimeError(_compat.GREEN_TOP)  # rather than a listener that blocks for ever
     server = _server.ensure_started()
     publish(server.endpoint)
     for hook in _server.on_start:  # the fork hooks' registration (see there)

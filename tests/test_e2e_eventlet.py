@@ -10,10 +10,12 @@ its order. Without the library, forked children write through the inherited
 handler themselves and spawned ones write nowhere: the first test fails
 without it.
 
-A top process patched before ``install()`` is not supported (the last test,
-expected to fail): ``monkey_patch()`` deletes ``select.poll`` and
-``selectors.PollSelector``, which the package needs, and makes the
-listener's thread a greenthread.
+A top process patched before ``install()`` is not supported:
+``monkey_patch()`` deletes ``select.poll`` and ``selectors.PollSelector``,
+which the package needs, and makes the listener's thread a greenthread,
+which would block the process's one OS thread in ``poll()``. The last tests
+check that the import, ``install()`` and a ``QueueHandler`` then say so,
+and what to do, rather than fail with an ``AttributeError`` or hang.
 """
 
 from __future__ import annotations
@@ -181,46 +183,51 @@ def test_greenthreads_wait_out_a_backoff_in_turn(scenario: Scenario) -> None:
     assert {writer for writer, _, _ in facts["lines"]} == {str(facts["top"])}
 
 
-PATCHED_TOP = (
-    """
+PATCHED_FIRST = """
     import eventlet
 
     eventlet.monkey_patch()
+    import forksafe_logging
 """
-    + PRELUDE
-    + """
-    def work(n):
-        logging.getLogger("app").info("task %d", n)
 
-    if __name__ == "__main__":
-        configure()
-        forksafe_logging.install()
-        context = multiprocessing.get_context(sys.argv[2])
-        # Processes, not a pool: a pool's helper threads are greenthreads that
-        # block the one OS thread in poll(), with or without this library.
-        workers = [context.Process(target=work, args=(n,)) for n in range(3)]
-        for process in workers:
-            process.start()
-        for process in workers:
-            process.join(10)
-        report(top=os.getpid(), pids=[p.pid for p in workers], lines=lines())
+PATCHED_BEFORE_INSTALL = """
+    import logging, sys
+    import forksafe_logging
+    import eventlet
+
+    eventlet.monkey_patch()
+    logging.basicConfig(filename="out.log")
+    try:
+        if sys.argv[2] == "install":
+            forksafe_logging.install()
+        else:
+            forksafe_logging.QueueHandler([logging.root.handlers[0]])
+    except RuntimeError as exc:
+        print("refused:", exc)
+    else:
+        print("started")
 """
-)
+
+#: What the refusal says: that it is eventlet, and the order that works.
+WHY = "eventlet.monkey_patch() has patched"
+WHAT_TO_DO = "call eventlet.monkey_patch() in the child processes only"
 
 
-# forkserver: eventlet's patched socket module leaves multiprocessing without it.
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="eventlet.monkey_patch() before the import deletes select.poll (and "
-    "selectors.PollSelector): importing forksafe_logging raises AttributeError. "
-    "With them bound anyway, the listener's thread is a greenthread that blocks "
-    "the process's one OS thread in poll(): install() never returns.",
-)
-def test_top_patched_first(scenario: Scenario, method: str) -> None:
-    """A top patched before import: each worker's line once, written by the top (not so)."""
-    outcome = scenario.run(PATCHED_TOP, {}, args=[method], timeout=15)
-    facts: Dict[str, Any] = outcome.facts
-    assert "Logging error" not in outcome.stderr, outcome.stderr
-    assert sorted(message for _, _, message in facts["lines"]) == ["task 0", "task 1", "task 2"]
-    assert {writer for writer, _, _ in facts["lines"]} == {str(facts["top"])}
+def test_top_patched_before_the_import_is_refused_clearly(scenario: Scenario) -> None:
+    """eventlet deletes select.poll: the import says so, instead of an AttributeError."""
+    outcome = scenario.run(PATCHED_FIRST, None, timeout=30)
+    assert outcome.returncode not in (0, None), outcome.stdout
+    assert "ImportError: " + "forksafe_logging cannot run its listener" in outcome.stderr
+    assert WHY in outcome.stderr
+    assert WHAT_TO_DO in outcome.stderr
+
+
+@pytest.mark.parametrize("start", ["install", "QueueHandler"])
+def test_top_patched_before_install_is_refused_clearly(scenario: Scenario, start: str) -> None:
+    """A listener started after the patch would block the process's one OS thread: refused."""
+    outcome = scenario.run(PATCHED_BEFORE_INSTALL, None, timeout=30, args=[start])
+    assert not outcome.hung, "hung: %s" % outcome.stderr
+    assert outcome.returncode == 0, outcome.stderr
+    assert outcome.stdout.startswith("refused: forksafe_logging cannot run its listener")
+    assert WHY in outcome.stdout
+    assert WHAT_TO_DO in outcome.stdout
