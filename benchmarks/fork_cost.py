@@ -178,6 +178,11 @@ def time_forks(count: int) -> List[int]:
     return samples
 
 
+def _has_state_module(package: Any) -> bool:
+    """Whether the imported checkout keeps its state in ``_state`` (0.4 on)."""
+    return os.path.exists(os.path.join(os.path.dirname(package.__file__), "_state.py"))
+
+
 def worker(variant: str, forks: int, handlers: int, child: Optional[str]) -> None:
     # 3.12+ warns at every fork while the listener threads run; the warning
     # is the same for both variants and printing it would be noise.
@@ -200,16 +205,18 @@ def worker(variant: str, forks: int, handlers: int, child: Optional[str]) -> Non
                 # The listener thread and its sockets stay; the hooks see
                 # neither settings nor listener, so they return at once. What
                 # is left over "imported" is the cost of that state alone.
-                # Where the state lives: _state (0.4), the modules before.
-                try:
-                    from forksafe_logging._state import state
-                except ImportError:
+                # Where the state lives: _state (0.4), the modules before. Not
+                # by trying the import: an editable install's finder would
+                # supply its own _state to an older checkout.
+                if not _has_state_module(forksafe_logging):
                     from forksafe_logging import _server, _settings
 
                     _settings.current = None  # type: ignore[attr-defined]
                     keep_alive = _server._server  # type: ignore[attr-defined]
                     _server._server = None  # type: ignore[attr-defined]
                 else:
+                    from forksafe_logging._state import state
+
                     state.settings = None
                     keep_alive = state.server  # noqa: F841
                     state.server = None
@@ -222,11 +229,11 @@ def worker(variant: str, forks: int, handlers: int, child: Optional[str]) -> Non
 
             reached = len(_reach.collect().handlers)
             module = os.path.dirname(_reach.__file__)
-            try:
-                from forksafe_logging._state import state
-            except ImportError:  # a checkout from before _state
+            if not _has_state_module(forksafe_logging):  # a checkout from before _state
                 mode = getattr(getattr(_settings, "current", None), "child", None)
             else:
+                from forksafe_logging._state import state
+
                 mode = getattr(state.settings, "child", None)
             forksafe_logging.uninstall()
         for listener in listeners:

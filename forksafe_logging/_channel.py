@@ -23,11 +23,11 @@ from forksafe_logging._state import state
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     import logging
-    from typing import Any, Callable, Dict, Optional, Tuple
+    from typing import Any, Callable, Dict, Optional, Tuple, Union
 
     #: ``(top pid, key, socket path)``: how a process reaches a listener.
     Endpoint = Tuple[int, bytes, str]
-    _Kept = Tuple[int, _wire.StaticKey, int, bytes, Callable[[logging.LogRecord], str]]
+    Message = Union[str, Dict[str, Any]]
 
 # Bound once, when the package is imported. gunicorn's gevent worker
 # monkey-patches after the fork, in each worker: a cooperative socket behind
@@ -85,16 +85,16 @@ class Channel:
     def send(
         self,
         key: _wire.StaticKey,
-        frame: Callable[[int], bytes],
+        msg: Message,
+        record: logging.LogRecord,
         timeout: Optional[float],
         show: Callable[[logging.LogRecord], str],
     ) -> bool:
         """Send one record; False if it was dropped after ``timeout`` seconds.
 
-        ``key`` names the record's repeating fields; ``frame(number)`` makes
-        its record frame; ``show(record)`` its line on stderr, should the
-        listener die before confirming it. Raises :class:`ListenerGone` when
-        the listener cannot be reached.
+        ``key`` names its repeating fields, ``msg`` is its message made plain
+        (:func:`_wire.message`); ``show(record)`` its line on stderr should the
+        listener die before confirming it. :class:`ListenerGone`: unreachable.
         """
         if reentered(self):
             # A signal handler that logs, run in the middle of this thread's
@@ -108,7 +108,7 @@ class Channel:
             deadline = None if timeout is None else time.monotonic() + timeout
             try:
                 try:
-                    return self._send(key, frame, deadline, show)
+                    return self._send(key, msg, record, deadline, show)
                 except (BrokenPipeError, ConnectionResetError):
                     # The listener closed this connection: it stopped, or
                     # died, or (alive) dropped a connection it could not
@@ -116,17 +116,16 @@ class Channel:
                     # record, of which nothing was read, once more on a new
                     # connection, which tells whether the listener is there.
                     self._settle("the listener closed this process's connection")
-                    return self._send(key, frame, deadline, show)
+                    return self._send(key, msg, record, deadline, show)
             except socket.timeout:
                 # Part of the frame may be out: this connection's stream is
                 # spoiled. The listener counts the half frame; reconnect later.
                 self._retire()
                 return False
             except BlockingIOError:
-                # connect() found the listener's backlog full (EAGAIN): a
-                # busy listener, not a dead one. This record is dropped
-                # (the caller asked not to wait); the next one tries again,
-                # after a pause that doubles each time, up to a second.
+                # connect() found the listener's backlog full (EAGAIN): busy,
+                # not dead. This record is dropped (the caller asked not to
+                # wait); the next tries again after a pause (_dial.Backoff).
                 self._retire()
                 self.backoff.refused()
                 return False
@@ -145,7 +144,8 @@ class Channel:
     def _send(
         self,
         key: _wire.StaticKey,
-        frame: Callable[[int], bytes],
+        msg: Message,
+        record: logging.LogRecord,
         deadline: Optional[float],
         show: Callable[[logging.LogRecord], str],
     ) -> bool:
@@ -156,7 +156,7 @@ class Channel:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             sock = self.sock = self._connect(timeout)
             self.backoff.connected()
-        number, defined, record, data = _numbered(self.numbers, key, frame)
+        number, defined, body, data = _numbered(self.numbers, key, msg, record)
         if not _writable(sock, deadline):
             return False
         sock.sendall(data)
@@ -164,7 +164,7 @@ class Channel:
             self.numbers[key] = defined
         ledger = self.ledger
         ledger.sent += 1  # type: ignore[union-attr]
-        ledger.records.append((ledger.sent, key, number, record, show))  # type: ignore[union-attr]
+        ledger.records.append((ledger.sent, key, number, body, show))  # type: ignore[union-attr]
         self.since_check += 1
         if self.since_check >= CONFIRM_EVERY:
             self.since_check = 0
@@ -205,9 +205,12 @@ class Channel:
 
 
 def _numbered(
-    numbers: Dict[_wire.StaticKey, int], key: _wire.StaticKey, frame: Callable[[int], bytes]
+    numbers: Dict[_wire.StaticKey, int],
+    key: _wire.StaticKey,
+    msg: Message,
+    record: logging.LogRecord,
 ) -> Tuple[int, int, bytes, bytes]:
-    """``(number, defined, record frame, bytes to send)`` for a record of ``key``.
+    """``(number, defined, record frame, bytes to send)`` for ``record``, of ``key``.
 
     ``defined`` is the number the bytes define (0: none; the caller adds it
     to ``numbers`` once they are sent).
@@ -217,10 +220,10 @@ def _numbered(
         if len(numbers) >= MAX_DEFINITIONS:
             numbers.clear()  # numbers are reused; the listener overwrites
         number = len(numbers) + 1
-        record = frame(number)
-        return number, number, record, _wire.definition(number, key) + record
-    record = frame(number)
-    return number, 0, record, record
+        body = _wire.record_frame(number, msg, record)
+        return number, number, body, _wire.definition(number, key) + body
+    body = _wire.record_frame(number, msg, record)
+    return number, 0, body, body
 
 
 def _writable(sock: socket.socket, deadline: Optional[float]) -> bool:

@@ -193,7 +193,11 @@ def departures() -> Dict[str, Any]:
         if name in LIFELONG:
             continue
         if name in _LOCKS:
-            if value.acquire(False):
+            # An RLock is acquired again by the thread that holds it.
+            owned = getattr(value, "_is_owned", None)
+            if owned is not None and owned():
+                found[name] = "held"
+            elif value.acquire(False):
                 value.release()
             else:
                 found[name] = "held"

@@ -169,8 +169,7 @@ class QueueHandler(logging.Handler):
             msg = _wire.message(record)
             ch = _channel.channel()
             try:
-                frame = lambda n: _wire.record_frame(n, msg, record)  # noqa: E731
-                if not ch.send(key, frame, self.timeout, self.format):
+                if not ch.send(key, msg, record, self.timeout, self.format):
                     self.dropped += 1
             except _channel.ListenerGone as exc:
                 _channel.warn_once(ch, str(exc), _unconfirmed.stderr_write)

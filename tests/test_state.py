@@ -71,12 +71,12 @@ def test_reset_stops_a_listener_a_queue_handler_started(tmp_path: Path) -> None:
 
 
 def test_a_fork_hook_resets_the_locks_in_the_child() -> None:
-    """Locks held by another thread at the fork are fresh in a forked child."""
-    forksafe_logging.install(child="inherit")
+    """The three locks, held by another thread at the fork, are free in a forked child."""
+    forksafe_logging.install(child="inherit", fork_timeout=0.05)
     entered, leave = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with state.install_lock:
+        with state.install_lock, state.server_lock, state.fd_lock:
             entered.set()
             leave.wait(30)
 
@@ -84,7 +84,22 @@ def test_a_fork_hook_resets_the_locks_in_the_child() -> None:
     holder.start()
     try:
         assert entered.wait(10)
-        assert forked(lambda: "install_lock" in _state.departures()) is False
+        assert set(_state.departures()) >= {"install_lock", "server_lock", "fd_lock"}
+        # The before hook waits for fd_lock a bounded time, then goes ahead.
+        left = forked(lambda: sorted(set(_state.departures()) & set(_state._LOCKS)))
+        assert left == []
     finally:
         leave.set()
         holder.join(10)
+
+
+def test_a_forked_child_holds_nothing_its_parent_hook_took() -> None:
+    """The before hook takes fd_lock for the forking thread; in the child no thread holds it."""
+    forksafe_logging.install()
+    assert forked(lambda: (state.fd_lock_holder, state.fd_lock._is_owned())) == [0, False]
+
+
+def test_departures_sees_a_lock_held_by_the_calling_thread() -> None:
+    """An RLock taken again by its owner would look free: it counts as held."""
+    with state.fd_lock:
+        assert _state.departures() == {"fd_lock": "held"}
