@@ -9,7 +9,6 @@ from forksafe_logging import (
     _atfork,
     _forward,
     _join,
-    _ledger,
     _server,
     _settings,
     _tree,
@@ -213,6 +212,8 @@ def uninstall() -> None:
         state.settings = None
         # Everything in the ledger, in its order: what is still ours goes
         # back to what it was (see _ledger and docs/architecture.md).
+        from forksafe_logging import _ledger  # for uninstall() only: a module less in every process
+
         _ledger.undo_all(installed=was is not None)
 
 
