@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 
 from forksafe_logging import (
     _compat,
@@ -58,6 +59,7 @@ _getpid = os.getpid
 _get_ident = threading.get_ident
 
 _modules = sys.modules
+_warnings = warnings
 _switch = _forward._switch
 _rewire_then_call_handlers = _forward._rewire_then_call_handlers
 
@@ -65,13 +67,12 @@ _rewire_then_call_handlers = _forward._rewire_then_call_handlers
 class _Plan:
     """What one thread's ``before`` hook took, for its ``after`` hooks."""
 
-    __slots__ = ("acquired", "busy", "busy_handlers", "complete", "held", "pid", "quieted", "reach")
+    __slots__ = ("acquired", "busy", "busy_handlers", "complete", "held", "pid", "reach")
 
     def __init__(self) -> None:
         #: A forwarding child keeps its parent's plans (see after_fork_in_child):
         #: a plan is only ever acted on in the process that made it.
         self.pid = os.getpid()
-        self.quieted = False
         #: The walk done before the fork; the child reuses it (same memory).
         self.reach: Optional[_reach.Reach] = None
         self.acquired: List[Any] = []
@@ -118,27 +119,23 @@ def before_fork() -> None:
             # fork hook gave logging: its own children must not shut its
             # handlers down. Each forked child gets a new, empty one.
             switch.next_handlers = ([],)
-    if state.quiet_filters:
-        # A filter left by the previous fork (3.13) is for that fork only.
-        _fork_warning.unquiet_fork_warning()
-    quieted = (
-        _compat.FORK_WARNS_ABOUT_THREADS
-        and server is not None
-        # Our listener thread must not be why 3.12+ warns about this fork.
-        and _fork_warning.quiet_fork_warning(1 if server.thread.is_alive() else 0)
-    )
+    if server is not None:
+        ours = state.fork_filter
+        # Our listener must not be why 3.12+ warns about this fork: the
+        # filter that sees to it is put in front once; again only if the
+        # program has since put filters in front of it (see _fork_warning).
+        if ours is not None:
+            filters = _warnings.filters  # type: ignore[attr-defined]
+            if not filters or filters[0] is not ours:
+                _fork_warning.keep_first()
     structlog_locks = _structlog_locks.write_locks() if "structlog" in _modules else []
-    if (
-        # 3.13 takes the filter away at the next fork, not in the after hook.
-        (not quieted or _compat.FORK_WARNS_AFTER_PARENT_HOOKS)
-        and not structlog_locks
-        and (settings is None or (settings.child == "forward" and not settings.warn_held_locks))
+    if not structlog_locks and (
+        settings is None or (settings.child == "forward" and not settings.warn_held_locks)
     ):
         # The common case of a forwarding process, kept short: after a fork
         # the parent pays a page fault for each page this code writes to.
         return
     plan = _Plan()
-    plan.quieted = quieted
     state.plans[threading.get_ident()] = plan
     if settings is None:
         return
@@ -218,8 +215,6 @@ def after_fork_in_parent() -> None:
     plan = state.plans.pop(threading.get_ident(), None)
     if plan is None or plan.pid != os.getpid():
         return
-    if plan.quieted and not _compat.FORK_WARNS_AFTER_PARENT_HOOKS:
-        _fork_warning.unquiet_fork_warning()
     for lock in reversed(plan.acquired):
         lock.release()
     if plan.held:
@@ -252,8 +247,6 @@ def after_fork_in_child() -> None:
         state.server_lock = threading.Lock()
         state.fd_lock = threading.RLock()
     state.fd_lock_holder = 0
-    if state.quiet_filters:
-        _fork_warning.unquiet_fork_warning(every=True)
 
     # The parent's listener is not this process's, nor is the parent's
     # connection to its tree's listener. Close the child's copies of their
@@ -341,4 +334,5 @@ def register() -> None:
             state.hooks_registered = True
 
 
-_server.on_start.append(register)
+# A listener has started: this process is a top (or its own listener's).
+_server.on_start.extend((register, _fork_warning.keep_first))

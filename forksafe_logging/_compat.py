@@ -148,11 +148,6 @@ LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()), threading._PyRLoc
 
 #: 3.12 made ``os.fork()`` warn (``DeprecationWarning``) when other threads run.
 FORK_WARNS_ABOUT_THREADS = sys.version_info >= (3, 12)
-#: 3.12 warns before running the ``after_in_parent`` hooks, 3.13 after them
-#: (seen on 3.12.1 and 3.13.0), so on 3.13 a filter added for one fork can
-#: only be taken away at the next one.
-FORK_WARNS_AFTER_PARENT_HOOKS = sys.version_info >= (3, 13)
-
 #: 3.11 gave ``SysLogHandler`` a ``createSocket()`` that ``emit()`` calls when
 #: ``self.socket`` is falsy, so a child can reconnect lazily. 3.9 and 3.10
 #: create the socket once, in ``__init__``.

@@ -1,18 +1,25 @@
 """3.12+'s warning that a multi-threaded process forks, when our listener is the only cause.
 
-From 3.12 ``os.fork()`` warns (a ``DeprecationWarning``) in the parent when
-the process has other threads. In the top of a tree the listener is such a
-thread, and the warning would be about the library, not the program: the
-fork hooks put a filter in front of ``warnings.filters`` for the forks where
-the listener is the only other thread, and take it out after the fork (see
-:data:`~forksafe_logging._compat.FORK_WARNS_AFTER_PARENT_HOOKS` for when).
-The threads are counted as ``os.fork()`` counts them, by the kernel.
+From 3.12 ``os.fork()`` warns (a ``DeprecationWarning``, in the parent, after
+the fork) when the process has other threads. In the top of a tree the
+listener is such a thread, and the warning would be about the library, not
+the program. So the top keeps one filter at the front of ``warnings.filters``
+whose message pattern is not a regular expression but an object
+(:class:`OnlyOurThread`): the warnings machinery calls its ``match()`` with
+the warning's text, and it matches only the warning about this process whose
+only other thread is our listener, the threads counted as ``os.fork()``
+counts them, by the kernel. Any other thread, a C extension's included,
+leaves the warning to the program.
+
+It is put there once, when the listener starts (:func:`keep_first`), and
+again by the fork hook should the program have put filters in front of it
+or reset them; nothing is done around each fork, which costs every fork page
+faults (see ``_atfork``) and read the thread count even when nothing warned.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import threading
 import warnings
 
@@ -21,83 +28,107 @@ from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Dict
+    from typing import Any, Dict, Tuple
 
-
-#: The message of the 3.12+ warning, as ``os.fork()`` formats it.
-_FORK_WARNING = re.compile(
-    r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
-)
-_QUIET_FORK = ("ignore", _FORK_WARNING, DeprecationWarning, None, 0)
+#: What the text of the warning starts with, as ``os.fork()`` and
+#: ``os.forkpty()`` format it, up to the function's name.
+_TEXT = "This process (pid=%d) is multi-threaded, use of "
 
 
 def os_thread_count() -> int:
-    """The count 3.12+ uses on Linux: field 20 of ``/proc/self/stat``; 0 if unknown.
+    """This process's threads, as the kernel counts them; 0 if unknown.
 
-    Read at every fork of a process with a listener, so through a descriptor
-    kept open (one ``pread`` instead of an open, a read and a close, and no
-    file object). It names this process's pid (``/proc/self`` is resolved
-    when it is opened), so a forked child opens its own.
+    The link count of ``/proc/self/task`` is the count plus two: one
+    ``fstat()`` of a descriptor kept open, where the field ``os.fork()``
+    reads from ``/proc/self/stat`` would cost a read and a parse. The
+    descriptor names this process (``/proc/self`` is resolved when it is
+    opened), so a forked child opens its own; the child's copy of its
+    parent's is left open: closing it would be a cost in every fork.
     """
     pid = os.getpid()
     try:
-        if state.proc_stat[0] != pid:
-            fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
-            # A child's copy of its parent's descriptor is left open: closing
-            # it is a cost in a fork hook, and it stays one descriptor.
-            state.proc_stat = (pid, fd)
-        stat = os.pread(state.proc_stat[1], 4096, 0)
-        return int(stat[stat.rindex(b")") + 2 :].split()[17])
-    except (OSError, ValueError, IndexError):
+        if state.proc_task[0] != pid:
+            fd = os.open("/proc/self/task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            state.proc_task = (pid, fd)
+        count = os.fstat(state.proc_task[1]).st_nlink - 2
+    except OSError:
         # Someone closed it (or the number is another file now): open anew
         # next time, and let the caller count Python threads this time.
-        state.proc_stat = (0, -1)
+        state.proc_task = (0, -1)
         return 0
+    return count if count > 0 else 0
 
 
-def quiet_fork_warning(our_threads: int) -> bool:
-    """Silence 3.12+'s multi-threaded-fork warning if our threads are the only cause.
+def python_thread_count() -> int:
+    """The threads ``threading`` knows of: what ``os.fork()`` counts without the kernel's count."""
+    active: Dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
+    limbo: Dict[Any, threading.Thread] = threading._limbo  # type: ignore[attr-defined]
+    return len(active) + len(limbo)
 
-    ``os.fork()`` warns in the parent after the fork, so the filter is added
-    in the ``before`` hook and removed by :func:`unquiet_fork_warning` (see
-    :data:`~forksafe_logging._compat.FORK_WARNS_AFTER_PARENT_HOOKS` for
-    when). Returns whether it was added.
+
+class OnlyOurThread:
+    """Our filter's message "pattern": it matches when our listener is the warning's only cause."""
+
+    __slots__ = ("pid", "text")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.text = _TEXT % pid
+
+    def match(self, text: str) -> bool:
+        # Called for every warning that reaches the filter, whatever its
+        # category: the cheap test first.
+        if not text.startswith(self.text):
+            return False
+        server = state.server
+        if server is None or server.pid != self.pid or not server.thread.is_alive():
+            return False
+        threads = os_thread_count() or python_thread_count()
+        return threads <= 2
+
+    def __repr__(self) -> str:
+        return "<forksafe_logging: the fork warning when its listener is the only other thread>"
+
+
+def keep_first() -> None:
+    """Put this process's filter at the front of ``warnings.filters``, once.
+
+    Also taken out: a filter of another process (the parent of this forked
+    child), which would never match here.
     """
-    if not _compat.FORK_WARNS_ABOUT_THREADS or our_threads <= 0:
-        return False
-    threads = os_thread_count()
-    if threads <= 0:
-        active: Dict[int, threading.Thread] = threading._active  # type: ignore[attr-defined]
-        threads = len(active)
-    if threads - our_threads > 1:
-        return False  # someone else's thread: the warning is theirs to get
-    warnings.filters.insert(0, _QUIET_FORK)  # type: ignore[attr-defined]
-    state.quiet_filters += 1
-    warnings._filters_mutated()  # type: ignore[attr-defined]
-    return True
-
-
-def unquiet_fork_warning(every: bool = False) -> None:
-    """Remove one filter :func:`quiet_fork_warning` added (``every``: all of them).
-
-    They are near the front, where it inserts them: the scan stops once it
-    has found as many as were counted (every filter it looks at costs a page
-    fault in a child).
-    """
-    if not state.quiet_filters:
+    if not _compat.FORK_WARNS_ABOUT_THREADS:
         return
+    pid = os.getpid()
+    ours = state.fork_filter
+    if ours is None or ours[1].pid != pid:
+        ours = state.fork_filter = ("ignore", OnlyOurThread(pid), DeprecationWarning, None, 0)
     filters: Any = warnings.filters
-    wanted = state.quiet_filters if every else 1
-    found = 0
-    index = 0
-    # By identity: list.remove() would compare every filter, regex and all.
-    while found < wanted and index < len(filters):
-        if filters[index] is _QUIET_FORK:
-            del filters[index]
-            found += 1
-        else:
-            index += 1
-    # Fewer than counted: someone reset the filters (warnings.resetwarnings()).
-    state.quiet_filters = state.quiet_filters - found if found == wanted else 0
-    if found:
+    if filters and filters[0] is ours:
+        return
+    _take_out(filters)
+    filters.insert(0, ours)
+    warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+def forget() -> None:
+    """Take our filter out of ``warnings.filters`` (``uninstall()``)."""
+    state.fork_filter = None
+    if _take_out(warnings.filters):
         warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+def _take_out(filters: Any) -> bool:
+    # By type: list.remove() would compare every filter, regex and all; and
+    # an inherited filter of the parent's is no longer state.fork_filter.
+    before = len(filters)
+    filters[:] = [f for f in filters if not isinstance(f[1], OnlyOurThread)]
+    return len(filters) != before
+
+
+def installed() -> bool:
+    """Whether a filter of ours is in ``warnings.filters`` (for the ledger)."""
+    return any(isinstance(f[1], OnlyOurThread) for f in warnings.filters)  # type: ignore[attr-defined]
+
+
+if TYPE_CHECKING:
+    Filter = Tuple[str, OnlyOurThread, type, None, int]

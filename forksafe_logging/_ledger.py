@@ -98,6 +98,10 @@ def _order_patch_idle() -> bool:
     return _order.patched() and _server.current() is None
 
 
+def _fork_filter_idle() -> bool:
+    return _fork_warning.installed() and _server.current() is None
+
+
 def _subprocesses_switched() -> bool:
     return state.set_switch
 
@@ -120,11 +124,10 @@ PATCHES: List[Patch] = [
           _join.advertised, _join.withdraw),
     Patch("`os.environ[\"%s\"]`" % _settings.SUBPROCESSES_SWITCH, _subprocesses_switched,
           _switch_off_subprocesses),
-    # On 3.13 the filter of the last fork stays until the next fork's hook,
-    # which does nothing once switched off.
-    Patch("`warnings.filters`: one filter in front", lambda: state.quiet_filters > 0,
-          lambda: _fork_warning.unquiet_fork_warning(every=True)),
     Patch("The listener's thread", _started_listener, _stop_listener, needs_install=True),
+    # Put there when a listener started; it would do nothing once the
+    # listener has stopped, but the program's filters are its own again.
+    Patch("`warnings.filters`: one filter in front", _fork_filter_idle, _fork_warning.forget),
     # Inherited by forked children (and put there by a process that joins a
     # tree): programs started after uninstall() do not join through it.
     Patch(

@@ -21,6 +21,7 @@ import time
 from forksafe_logging import (
     _compat,
     _endpoint,
+    _fork_warning,
     _inbox,
     _loop,
     _order,
@@ -197,6 +198,8 @@ def stop(timeout: float = SHUTDOWN_TIMEOUT) -> None:
         state.server = None
     if server is not None:
         server.stop(timeout)
+    # Its filter for the fork warning has nothing left to match.
+    _fork_warning.forget()
 
 
 def _stop_at_exit(server: Server) -> None:

@@ -40,6 +40,7 @@ class State:
         "exit_checked_pid",
         "fd_lock",
         "fd_lock_holder",
+        "fork_filter",
         "forwarder",
         "hooks_registered",
         "install_lock",
@@ -48,9 +49,8 @@ class State:
         "order_wrapped",
         "pinned",
         "plans",
-        "proc_stat",
+        "proc_task",
         "published",
-        "quiet_filters",
         "sentry_marked_pid",
         "server",
         "server_lock",
@@ -141,12 +141,11 @@ class State:
         self.fd_lock_holder = 0
 
         # -- the 3.12+ fork warning (_fork_warning) --
-        #: How many of our filters are in ``warnings.filters``: so that a fork
-        #: where we added none (always before 3.12) does not scan the filters,
-        #: which after a fork costs the child a page fault per page it touches.
-        self.quiet_filters = 0
-        #: ``(pid, descriptor of /proc/self/stat)`` for os_thread_count().
-        self.proc_stat = (0, -1)
+        #: The filter a top keeps first in ``warnings.filters``
+        #: (``_fork_warning.keep_first``), or None.
+        self.fork_filter: Optional[Tuple[str, Any, type, None, int]] = None
+        #: ``(pid, descriptor of /proc/self/task)`` for os_thread_count().
+        self.proc_task = (0, -1)
 
         # -- other libraries (_peers) --
         #: The process that marked a record as reported by its Sentry: at its
@@ -173,7 +172,7 @@ LIFELONG = frozenset(
         "order_hooked",
         "order_wrapped",
         "pinned",
-        "proc_stat",
+        "proc_task",
         "sentry_marked_pid",
         "where",
     }

@@ -1,4 +1,4 @@
-"""The 3.12+ fork warning: the threads counted as the kernel counts them, our filters counted."""
+"""The 3.12+ fork warning: threads counted as the kernel counts them; a filter for our thread."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ in_child = json.loads(os.read(r, 100))
 os.waitpid(pid, 0)
 stop.set()
 t.join()
-os.close(state.proc_stat[1])  # closed behind its back: it recovers
+os.close(state.proc_task[1])  # closed behind its back: it recovers
 first = _fork_warning.os_thread_count()
 # The thread has joined, but the kernel may still count it for a moment
 # (its OS thread ends after join() returns): read until it does not.
@@ -56,23 +56,87 @@ report(before=before, with_thread=with_thread, in_child=in_child, after_close=[f
         assert facts["after_close"] == [0, facts["before"]]
 
 
-def test_unquiet_after_filters_were_reset(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Our fork-warning filters are counted; a reset of the filters resets the count."""
+MATCH_BODY = """
+import _thread, logging, os, threading, warnings, json
+from scenario_lib import report
+import forksafe_logging
+from forksafe_logging import _fork_warning
+from forksafe_logging._state import state
 
-    monkeypatch.setattr(_compat, "FORK_WARNS_ABOUT_THREADS", True)
-    monkeypatch.setattr(_fork_warning, "os_thread_count", lambda: 2)
+logging.basicConfig(level=logging.INFO)
+forksafe_logging.install()
+ours = state.fork_filter
+text = ("This process (pid=%d) is multi-threaded, use of fork() may lead to deadlocks in the "
+        "child." % os.getpid())
+facts = {"first": warnings.filters[0] is ours, "alone": ours[1].match(text)}
+facts["forkpty"] = ours[1].match(text.replace("fork()", "forkpty()"))
+facts["other pid"] = ours[1].match(text.replace(str(os.getpid()), str(os.getpid() + 1)))
+facts["other text"] = ours[1].match("This process is fine")
+
+# A thread threading does not know of (as a C extension starts them): the
+# kernel counts it, so the warning is the program's.
+gate = _thread.allocate_lock()
+gate.acquire()
+started = _thread.allocate_lock()
+started.acquire()
+def hidden():
+    started.release()
+    gate.acquire()
+_thread.start_new_thread(hidden, ())
+started.acquire()
+facts["untracked thread"] = ours[1].match(text)
+gate.release()
+
+stop = threading.Event()
+t = threading.Thread(target=stop.wait)
+t.start()
+facts["user thread"] = ours[1].match(text)
+stop.set()
+t.join()
+
+# Filters the program puts in front, or a reset: the next fork puts ours first again.
+warnings.resetwarnings()
+warnings.simplefilter("always")
+shown = []
+warnings.showwarning = lambda message, category, *rest: shown.append(str(message))
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+facts["after reset"] = shown
+facts["front again"] = warnings.filters[0] is ours and warnings.filters.count(ours) == 1
+forksafe_logging.uninstall()
+facts["after uninstall"] = [
+    repr(f[1]) for f in warnings.filters if isinstance(f[1], _fork_warning.OnlyOurThread)
+]
+report(**facts)
+"""
+
+
+@pytest.mark.skipif(not _compat.FORK_WARNS_ABOUT_THREADS, reason="os.fork() warns from 3.12")
+@pytest.mark.timeout(60)
+def test_filter_matches_only_our_thread(scenario: Scenario) -> None:
+    """The filter ignores the warning only when our listener is the only other thread."""
+    facts = scenario.run(MATCH_BODY, None).facts
+    assert facts == {
+        "first": True,
+        "alone": True,
+        "forkpty": True,
+        "other pid": False,
+        "other text": False,
+        "untracked thread": False,
+        "user thread": False,
+        "after reset": [],
+        "front again": True,
+        "after uninstall": [],
+    }
+
+
+def test_no_filter_before_312() -> None:
+    """Before 3.12 nothing warns, and nothing is put in ``warnings.filters``."""
+    if _compat.FORK_WARNS_ABOUT_THREADS:
+        pytest.skip("3.12+ warns")
     with warnings.catch_warnings():
-        assert _fork_warning.quiet_fork_warning(1) is True
-        assert _fork_warning.quiet_fork_warning(1) is True
-        assert state.quiet_filters == 2
-        assert warnings.filters[:2] == [_fork_warning._QUIET_FORK] * 2
-        _fork_warning.unquiet_fork_warning()
-        assert state.quiet_filters == 1
-        assert warnings.filters.count(_fork_warning._QUIET_FORK) == 1
-        warnings.resetwarnings()
-        _fork_warning.unquiet_fork_warning(every=True)
-        assert state.quiet_filters == 0
-        # Someone else's thread: the warning is theirs, nothing is added.
-        monkeypatch.setattr(_fork_warning, "os_thread_count", lambda: 3)
-        assert _fork_warning.quiet_fork_warning(1) is False
-        assert state.quiet_filters == 0
+        _fork_warning.keep_first()
+        assert state.fork_filter is None
+        assert not _fork_warning.installed()

@@ -25,13 +25,13 @@ def test_every_field_is_declared_and_set() -> None:
 
 
 def test_departures_finds_a_changed_field_and_a_held_lock() -> None:
-    saved = state.quiet_filters
-    state.quiet_filters = 3
+    saved = state.child_closes
+    state.child_closes = [3]
     try:
         with state.install_lock:
-            assert _state.departures() == {"quiet_filters": 3, "install_lock": "held"}
+            assert _state.departures() == {"child_closes": [3], "install_lock": "held"}
     finally:
-        state.quiet_filters = saved
+        state.child_closes = saved
     assert _state.departures() == {}
 
 

@@ -249,7 +249,7 @@ if __name__ == "__main__":
         body = self.BODY.replace(
             "    configure()\n",
             "    configure()\n    from forksafe_logging import _fork_warning\n"
-            "    _fork_warning.quiet_fork_warning = lambda n: False\n",
+            "    _fork_warning.forget()\n",
         )
         facts = scenario.run(body, None).facts
         assert len(facts["ours"]) == (2 if sys.version_info >= (3, 12) else 0)
