@@ -56,6 +56,7 @@ bench: $(VENV)/.ready
 	$(VPY) benchmarks/throughput.py
 	$(VPY) benchmarks/order_cost.py
 	$(VPY) benchmarks/startup_cost.py
+	$(VPY) benchmarks/first_record.py
 
 clean:
 	rm -rf $(VENV) .venvs dist build docs/_build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -20,6 +20,7 @@ faults (see ``_atfork``) and read the thread count even when nothing warned.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
 
@@ -69,11 +70,14 @@ def python_thread_count() -> int:
 class OnlyOurThread:
     """Our filter's message "pattern": it matches when our listener is the warning's only cause."""
 
-    __slots__ = ("pid", "text")
+    __slots__ = ("flags", "pattern", "pid", "text")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.text = _TEXT % pid
+        # What code that reads the filters may expect of a compiled pattern.
+        self.pattern = re.escape(self.text)
+        self.flags = 0
 
     def match(self, text: str) -> bool:
         # Called for every warning that reaches the filter, whatever its
