@@ -127,7 +127,7 @@ def before_fork() -> None:
         if ours is not None:
             filters = _warnings.filters  # type: ignore[attr-defined]
             if not filters or filters[0] is not ours:
-                _fork_warning.keep_first()
+                _fork_warning.keep_first(in_fork_hook=True)
     structlog_locks = _structlog_locks.write_locks() if "structlog" in _modules else []
     if not structlog_locks and (
         settings is None or (settings.child == "forward" and not settings.warn_held_locks)

@@ -94,11 +94,14 @@ class OnlyOurThread:
         return "<forksafe_logging: the fork warning when its listener is the only other thread>"
 
 
-def keep_first() -> None:
+def keep_first(in_fork_hook: bool = False) -> None:
     """Put this process's filter at the front of ``warnings.filters``, once.
 
     Also taken out: a filter of another process (the parent of this forked
-    child), which would never match here.
+    child), which would never match here. ``in_fork_hook``: the filters'
+    version is left alone, since bumping it takes the warnings module's lock
+    from 3.14 (a fork hook takes no lock it could wait for); it only clears
+    the modules' memory of warnings already shown, which may stay.
     """
     if not _compat.FORK_WARNS_ABOUT_THREADS:
         return
@@ -111,7 +114,8 @@ def keep_first() -> None:
         return
     _take_out(filters)
     filters.insert(0, ours)
-    warnings._filters_mutated()  # type: ignore[attr-defined]
+    if not in_fork_hook:
+        warnings._filters_mutated()  # type: ignore[attr-defined]
 
 
 def forget() -> None:
