@@ -1,10 +1,11 @@
 """A sender's connection to the listener: connected, the handshake done, before any record.
 
-The handshake (:mod:`forksafe_logging._endpoint`) goes both ways: the
-listener's challenge is answered with the tree's key, and the listener must
-answer ours, so that nothing is sent to a socket that took the listener's
-name over after the top died. On an abstract address, whose name any local
-user can bind, the socket's owner is checked first.
+The handshake (:mod:`forksafe_logging._endpoint`) is one round trip: the
+sender sends a random nonce with its MAC keyed with the tree's key, at once
+(not waiting for the listener to accept), and the listener answers with a
+MAC of the nonce keyed apart, so that no record is sent to a socket that
+took the listener's name over after the top died. On an abstract address,
+whose name any local user can bind, the socket's owner is checked first.
 """
 
 from __future__ import annotations
@@ -111,13 +112,14 @@ def dial(where: Tuple[int, bytes, str], timeout: Optional[float]) -> socket.sock
         sock.connect(address)
         if address.startswith("\0"):
             check_owner(sock)
-        challenge = recv_exactly(sock, _endpoint.CHALLENGE_SIZE)
-        ours = os.urandom(_endpoint.CHALLENGE_SIZE)
-        sock.sendall(_endpoint.answer(key, challenge) + ours)
-        # Nothing is sent before the listener proves it holds the key:
-        # whoever took the name over after the top died does not.
+        nonce, hello = _endpoint.hello(key)
+        sock.sendall(hello)
+        # No record is sent before the listener proves it holds the key:
+        # whoever took the name over after the top died does not. Nor
+        # before the listener has taken the connection in: from then on, a
+        # record of the top waits for this connection's records (_turns).
         proof = recv_exactly(sock, _endpoint.CHALLENGE_SIZE)
-        if not _endpoint.is_listener_proof(key, ours, proof):
+        if not _endpoint.is_listener_proof(key, nonce, proof):
             raise PermissionError("the listener could not prove it holds the tree's key")
         # A deeper buffer means fewer waits and wake-ups when the listener
         # is momentarily behind (measured: ~10% more throughput with four

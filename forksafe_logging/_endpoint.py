@@ -1,9 +1,10 @@
 """The tree's endpoint: where its listener is, and how each side proves it belongs.
 
 Holds no listener state, so that both ends import it: the listener
-(:mod:`forksafe_logging._server`) binds the address and challenges each
-connection; a sender (:mod:`forksafe_logging._channel`) answers and
-challenges back. Also the bookkeeping of the descriptors a forked child
+(:mod:`forksafe_logging._server`) binds the address; a sender
+(:mod:`forksafe_logging._channel`) opens each connection with a random
+nonce and its MAC, and the listener answers with a MAC of the nonce keyed
+apart. Also the bookkeeping of the descriptors a forked child
 must close, which both ends open.
 """
 
@@ -36,29 +37,42 @@ except ImportError:  # pragma: no cover - an interpreter built without them
     from hmac import compare_digest  # type: ignore[no-redef]
 
 
-def answer(key: bytes, challenge: bytes) -> bytes:
-    """The response that proves knowledge of ``key``."""
-    return _blake2b(challenge, key=key, digest_size=32).digest()
+#: What a sender sends first on a connection: a nonce, and its MAC.
+HELLO_SIZE = 2 * CHALLENGE_SIZE
 
 
-def is_answer(key: bytes, challenge: bytes, response: bytes) -> bool:
-    """Whether ``response`` is a sender's answer to ``challenge`` (in constant time)."""
-    return compare_digest(response, answer(key, challenge))
+def answer(key: bytes, nonce: bytes) -> bytes:
+    """A sender's MAC of ``nonce``: it proves knowledge of ``key``."""
+    return _blake2b(nonce, key=key, digest_size=32).digest()
 
 
-def listener_answer(key: bytes, challenge: bytes) -> bytes:
-    """The listener's proof, to a sender's challenge, that it holds ``key``.
+def hello(key: bytes) -> Tuple[bytes, bytes]:
+    """A new connection's nonce, and the hello that opens it: the nonce and its MAC."""
+    nonce = os.urandom(CHALLENGE_SIZE)
+    return nonce, nonce + answer(key, nonce)
+
+
+def hello_nonce(key: bytes, data: bytes) -> Optional[bytes]:
+    """The nonce of the hello ``data`` (:data:`HELLO_SIZE` bytes); None if its MAC is wrong.
+
+    Compared in constant time.
+    """
+    nonce = data[:CHALLENGE_SIZE]
+    return nonce if compare_digest(data[CHALLENGE_SIZE:], answer(key, nonce)) else None
+
+
+def listener_answer(key: bytes, nonce: bytes) -> bytes:
+    """The listener's proof, to a sender's nonce, that it holds ``key``.
 
     Keyed apart from :func:`answer` (a different personalization), so that
-    what a sender computes for whoever it connected to never serves as the
-    listener's proof to another sender.
+    what a sender computes never serves as the listener's proof.
     """
-    return _blake2b(challenge, key=key, digest_size=32, person=b"listener").digest()
+    return _blake2b(nonce, key=key, digest_size=32, person=b"listener").digest()
 
 
-def is_listener_proof(key: bytes, challenge: bytes, proof: bytes) -> bool:
-    """Whether ``proof`` is the listener's answer to ``challenge`` (in constant time)."""
-    return compare_digest(proof, listener_answer(key, challenge))
+def is_listener_proof(key: bytes, nonce: bytes, proof: bytes) -> bool:
+    """Whether ``proof`` is the listener's answer to ``nonce`` (in constant time)."""
+    return compare_digest(proof, listener_answer(key, nonce))
 
 
 #: Where the listener's socket is. On Linux, a name in the abstract socket

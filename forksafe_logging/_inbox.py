@@ -2,8 +2,9 @@
 
 The listening socket and every connection are registered in the listener's
 selector; :class:`Door` takes new connections, :class:`Inbox` reads them. A new
-connection gets a random challenge and must answer it, with a MAC of the
-tree's secret key, within :data:`HANDSHAKE_TIMEOUT`; then it carries frames
+connection must open with a hello, a random nonce and its MAC keyed with
+the tree's secret key, within :data:`HANDSHAKE_TIMEOUT`; the listener
+answers with a MAC of the nonce keyed apart; then the connection carries frames
 (:mod:`forksafe_logging._wire`), which :meth:`Inbox.read` turns into records
 waiting in :attr:`Inbox.incoming` for the listener's round to order and
 dispatch them (:mod:`forksafe_logging._server`).
@@ -12,7 +13,6 @@ dispatch them (:mod:`forksafe_logging._server`).
 from __future__ import annotations
 
 import logging
-import os
 import selectors
 import socket
 import time
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     Item = Tuple[float, str, logging.LogRecord, "Connection", int]
 
 #: An unauthenticated connection is closed after this many seconds (a real
-#: sender answers the challenge at once)...
+#: sender sends its hello as it connects)...
 HANDSHAKE_TIMEOUT = 5.0
 #: ...and no more than this many wait at once: the oldest is closed first.
 MAX_PENDING = 64
@@ -50,7 +50,6 @@ class Connection:
     __slots__ = (
         "authenticated",
         "buffer",
-        "challenge",
         "confirmed",
         "deadline",
         "decoder",
@@ -59,9 +58,8 @@ class Connection:
         "sock",
     )
 
-    def __init__(self, sock: socket.socket, challenge: bytes) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.challenge = challenge
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
         self.authenticated = False
         self.buffer = bytearray()
@@ -132,31 +130,35 @@ class Door:
             self._selector.unregister(self._listening)
         self._accept_resumes = 0.0
 
-    def accept(self) -> None:
-        """Take every connection waiting in the backlog, and send each its challenge."""
+    def accept(self) -> List[Connection]:
+        """Take every connection waiting in the backlog; each must send its hello.
+
+        Returns the connections taken: their senders sent the hello as they
+        connected, so it is read in the same round (one wake-up less before
+        the sender's first record).
+        """
+        taken: List[Connection] = []
         while True:
             with state.fd_lock:
                 try:
                     sock, _ = self._listening.accept()
                 except (BlockingIOError, InterruptedError):  # none left
-                    return
+                    return taken
                 except OSError:
                     # Out of descriptors (EMFILE) or memory: the connection
                     # stays in the backlog, and the socket stays readable.
                     self._stats["accept_errors"] += 1
                     self._selector.unregister(self._listening)
                     self._accept_resumes = time.monotonic() + ACCEPT_PAUSE
-                    return
+                    return taken
                 state.child_closes.append(sock.fileno())
-            challenge = os.urandom(_endpoint.CHALLENGE_SIZE)
             try:
                 sock.setblocking(False)
-                sock.send(challenge)  # fits: a fresh socket's buffer is empty
             except OSError:
                 _endpoint.close_listed(sock)
                 continue
             inbox = self._inbox
-            conn = Connection(sock, challenge)
+            conn = Connection(sock)
             inbox.connections[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
             inbox.pending[conn] = None
@@ -164,6 +166,7 @@ class Door:
                 self._stats["handshakes_refused"] += 1
                 inbox.close(next(iter(inbox.pending)))
             self._stats["connections"] += 1
+            taken.append(conn)
 
 
 class Inbox:
@@ -187,7 +190,7 @@ class Inbox:
         self._stats = stats
         self._turns = turns
         self.connections: Dict[int, Connection] = {}
-        #: Connections that have not answered the challenge yet, oldest first
+        #: Connections whose hello has not come whole yet, oldest first
         #: (a dict as an ordered set).
         self.pending: Dict[Connection, None] = {}
         #: Records read and not yet taken by the listener's round.
@@ -256,24 +259,23 @@ class Inbox:
         buf = conn.buffer
         pos = 0
         if not conn.authenticated:
-            # The sender's answer to our challenge, then its own challenge.
-            if len(buf) < 2 * _endpoint.CHALLENGE_SIZE:
+            # The sender's hello: a nonce and its MAC.
+            if len(buf) < _endpoint.HELLO_SIZE:
                 return True
-            response = bytes(buf[: _endpoint.CHALLENGE_SIZE])
-            if not _endpoint.is_answer(self._key, conn.challenge, response):
+            nonce = _endpoint.hello_nonce(self._key, bytes(buf[: _endpoint.HELLO_SIZE]))
+            if nonce is None:
                 self._stats["auth_failures"] += 1
                 return False
-            theirs = bytes(buf[_endpoint.CHALLENGE_SIZE : 2 * _endpoint.CHALLENGE_SIZE])
             # Watched before the answer goes (see Turns.watch).
             conn.authenticated = True
             self._turns.watch(conn.sock.fileno())
             try:
-                # Fits: nothing else is ever sent on this socket.
-                conn.sock.send(_endpoint.listener_answer(self._key, theirs))
+                # Fits: nothing else was ever sent on this socket.
+                conn.sock.send(_endpoint.listener_answer(self._key, nonce))
             except OSError:
                 return False
             self.pending.pop(conn, None)
-            pos = 2 * _endpoint.CHALLENGE_SIZE
+            pos = _endpoint.HELLO_SIZE
         unpack = _wire.HEADER.unpack_from
         feed = conn.decoder.feed
         size = len(buf)

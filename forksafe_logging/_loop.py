@@ -124,7 +124,8 @@ class Loop:
         for key, _ in events:
             try:
                 if key.fileobj is self._listening:
-                    self._door.accept()
+                    for conn in self._door.accept():
+                        self._inbox.read(conn)  # its hello, and what followed
                 elif key.fileobj == self._requests.wake_r:
                     wake = True
                 else:

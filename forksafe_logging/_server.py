@@ -2,7 +2,7 @@
 
 Each process of the tree opens its own connection to a Unix socket (its
 address and the handshake are :mod:`forksafe_logging._endpoint`'s). A
-connection must first answer a random challenge with a MAC of the tree's
+connection must first send a random nonce with its MAC keyed with the tree's
 secret key; then it carries frames (:mod:`forksafe_logging._wire`). One
 thread multiplexes all connections with a selector, decodes each frame into
 a ``LogRecord`` and dispatches it in this process: through the logger tree

@@ -254,7 +254,7 @@ class QueueListener:
         """The listener's counters since it started.
 
         ``records`` handled; ``connections`` accepted; ``auth_failures``
-        (wrong answer to the challenge); ``handshake_timeouts`` (no answer
+        (a hello whose MAC is wrong); ``handshake_timeouts`` (no whole hello
         within 5 s); ``handshakes_refused`` (closed unanswered because 64
         others were waiting); ``accept_errors`` (``accept()`` failed for
         want of descriptors: accepting pauses 0.1 s); ``garbage`` (a frame

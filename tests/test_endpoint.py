@@ -133,10 +133,9 @@ if pid == 0:
     conn, _ = server.accept()
     got = b""
     try:
-        conn.sendall(os.urandom(32))  # the challenge a real listener would send
         conn.settimeout(20)
         if sys.argv[1] == "same user":
-            # The answer and the sender's own challenge; then a proof made
+            # The sender's hello (its nonce and MAC); then a proof made
             # without the key, which the sender must not accept.
             while len(got) < 64:
                 got += conn.recv(64 - len(got))
@@ -169,7 +168,7 @@ report(received=received)
 @pytest.mark.skipif(not LINUX, reason="abstract Unix sockets are Linux's")
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run the hostile listener as nobody")
 def test_listener_of_another_user_is_refused(tmp_path: Path) -> None:
-    """A sender sends nothing, not even the challenge's answer, to another user's listener."""
+    """A sender sends nothing, not even its hello, to another user's listener."""
     outcome = run_script(tmp_path, HOSTILE, "other user", env={})
     assert outcome.returncode == 0, outcome.stderr
     assert json.loads(outcome.stdout.strip().splitlines()[-1]) == {"received": 0}
@@ -324,7 +323,7 @@ ADDRESS = listener.address
 
 
 def idle(count):
-    # Connections that read the challenge and never answer.
+    # Connections that never send their hello.
     socks = []
     for _ in range(count):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -335,12 +334,12 @@ def idle(count):
 
 
 def closed_by_listener(sock):
-    # The challenge, then EOF once the listener gives up on it.
+    # Nothing, then EOF once the listener gives up on it.
     data = b""
     while True:
         chunk = sock.recv(4096)
         if not chunk:
-            return len(data) == _endpoint.CHALLENGE_SIZE
+            return data == b""
         data += chunk
 
 
@@ -387,7 +386,7 @@ else:  # out of descriptors
 
 @pytest.mark.skipif(not LINUX, reason="abstract sockets, /proc")
 def test_idle_strangers_are_closed(tmp_path: Path) -> None:
-    """A connection that never answers the challenge is closed after the handshake timeout."""
+    """A connection that never sends its hello is closed after the handshake timeout."""
     facts = run_script(tmp_path, STRANGERS, "idle", "0.5", env={}).facts
     assert facts["closed"] == [True, True, True]
     assert facts["stats"]["handshake_timeouts"] == 3

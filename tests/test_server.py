@@ -19,18 +19,15 @@ import pickle, socket, stat, struct
 def attempt(payload_after_auth=None, key=None):
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(listener.address)
-    challenge = b""
-    while len(challenge) < 32:
-        challenge += sock.recv(32 - len(challenge))
     from forksafe_logging import _endpoint, _server
-    ours = os.urandom(32)
-    sock.sendall(_endpoint.answer(key or secret, challenge) + ours)
+    nonce = os.urandom(32)
+    sock.sendall(nonce + _endpoint.answer(key or secret, nonce))  # the hello
     if key is None:
         # The listener proves to a sender that knows the key that it does too.
         proof = b""
         while len(proof) < 32:
             proof += sock.recv(32 - len(proof))
-        assert proof == _endpoint.listener_answer(secret, ours)
+        assert proof == _endpoint.listener_answer(secret, nonce)
     if payload_after_auth is not None:
         sock.sendall(payload_after_auth)
     # The listener closes a connection it drops: recv returns b"".
@@ -142,9 +139,9 @@ if __name__ == "__main__":
     # A misbehaving process: authenticated, then half a frame, then silence.
     stuck = socket.socket(socket.AF_UNIX)
     stuck.connect(listener.address)
-    challenge = stuck.recv(32)
     from forksafe_logging import _endpoint, _server
-    stuck.sendall(_endpoint.answer(listener._server.key, challenge) + os.urandom(32))
+    nonce = os.urandom(32)
+    stuck.sendall(nonce + _endpoint.answer(listener._server.key, nonce))
     stuck.recv(32)  # the listener's proof
     stuck.sendall(b"\\x00\\x00\\x10\\x00abc")
     p = multiprocessing.get_context(sys.argv[2]).Process(target=work)
