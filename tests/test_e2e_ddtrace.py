@@ -45,7 +45,7 @@ SCRIPT = """
     from concurrent.futures import ProcessPoolExecutor
     from ddtrace.trace import TraceFilter, tracer
     import forksafe_logging
-    from scenario_lib import install_from_argv, report
+    from scenario_lib import install_from_argv, report, writer_file_handler
 
     class DropAll(TraceFilter):
         # No trace is sent (there is no agent): a finished trace is dropped.
@@ -56,16 +56,6 @@ SCRIPT = """
 
     FIELDS = ("writer", "process", "name", "dd.trace_id", "dd.span_id",
               "dd.service", "dd.env", "dd.version", "message")
-
-    def stamp(record):
-        record.writer = os.getpid()
-        return True
-
-    def handler(path, fmt, style):
-        h = logging.FileHandler(path)
-        h.addFilter(stamp)
-        h.setFormatter(logging.Formatter(fmt, style=style))
-        return h
 
     def seen(span):
         # What ddtrace puts on a record made here and now.
@@ -81,12 +71,12 @@ SCRIPT = """
         method = sys.argv[2]
         logging.root.setLevel(logging.INFO)
         logging.root.addHandler(
-            handler("percent.log", "|".join("%%(%s)s" % f for f in FIELDS), "%"))
+            writer_file_handler("percent.log", "|".join("%%(%s)s" % f for f in FIELDS), "%"))
         # "{dd.trace_id}" is str.format's attribute access: ddtrace's wrapper
         # of StrFormatStyle._format gives the record a "dd" object to read
         # while it is formatted, from its "dd.trace_id" and the others.
         logging.root.addHandler(
-            handler("brace.log", "|".join("{%s}" % f for f in FIELDS), "{"))
+            writer_file_handler("brace.log", "|".join("{%s}" % f for f in FIELDS), "{"))
         install_from_argv()
         with tracer.trace("top") as span:
             logging.getLogger("app.top").info("top before")

@@ -40,17 +40,10 @@ CHILDREN, GREEN, RECORDS = 2, 4, 30
 PRELUDE = """
     import json, logging, multiprocessing, os, sys
     import forksafe_logging
-    from scenario_lib import report
-
-    def stamp(record):
-        record.writer = os.getpid()
-        return True
+    from scenario_lib import report, writer_file_handler
 
     def configure():
-        handler = logging.FileHandler("out.log")
-        handler.addFilter(stamp)
-        handler.setFormatter(logging.Formatter("%(writer)d|%(process)d|%(message)s"))
-        logging.root.addHandler(handler)
+        logging.root.addHandler(writer_file_handler("out.log"))
         logging.root.setLevel(logging.INFO)
 
     def lines():

@@ -34,7 +34,7 @@ RECORDS = 50
 PRELUDE = """
 import collections, json, logging, os, sys
 import forksafe_logging
-from scenario_lib import report
+from scenario_lib import report, writer_file_handler
 
 TASKS, RECORDS = int(sys.argv[2]), int(sys.argv[3])
 #: Records this worker process has logged so far, over all its tasks.
@@ -48,15 +48,8 @@ def task(n):
         logged_here += 1
     return os.getpid()
 
-def stamp(record):
-    record.writer = os.getpid()
-    return True
-
 def configure():
-    handler = logging.FileHandler("out.log")
-    handler.addFilter(stamp)
-    handler.setFormatter(logging.Formatter("%(writer)d|%(process)d|%(message)s"))
-    logging.root.addHandler(handler)
+    logging.root.addHandler(writer_file_handler("out.log"))
     logging.root.setLevel(logging.INFO)
     forksafe_logging.install()
 
