@@ -49,10 +49,12 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import _bytecode
+from _stats import quantile
 
 VARIANTS = ("plain", "installed")
 #: Run as ``installed``, with the library of the --baseline checkout.
@@ -112,15 +114,12 @@ def worker(variant: str, children: int, handshakes: int, tmp: Path) -> Dict[str,
     return {"first": first, "second": second, "dial": dials}
 
 
-def _now() -> int:
-    import time
-
-    return time.perf_counter_ns()
+_now = time.perf_counter_ns
 
 
 def _quantile(values: List[int], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
+    """In microseconds, of timings in nanoseconds."""
+    return quantile(values, q) / 1000.0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -78,6 +78,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import _bytecode
+from _stats import quantile
 
 VARIANTS = ("plain", "installed", "imported", "listener-only", "plain-bare", "installed-bare")
 #: The pairs reported as ratios, the goal's first.
@@ -278,15 +279,6 @@ def run_worker(variant: str, args: argparse.Namespace) -> Dict[str, Any]:
     ):
         raise SystemExit("--baseline: the worker imported %s instead" % result["module"])
     return result
-
-
-def quantile(samples: Sequence[float], q: float) -> float:
-    """The ``q`` quantile, interpolating between the two nearest ranks."""
-    ordered = sorted(samples)
-    position = q * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def summarize(samples_ns: Sequence[int]) -> Dict[str, float]:
