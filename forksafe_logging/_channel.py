@@ -23,11 +23,10 @@ from forksafe_logging._state import state
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     import logging
-    from typing import Any, Callable, Dict, Optional, Tuple, Union
+    from typing import Any, Callable, Dict, Optional, Tuple
 
     #: ``(top pid, key, socket path)``: how a process reaches a listener.
     Endpoint = Tuple[int, bytes, str]
-    Message = Union[str, Dict[str, Any]]
 
 # Bound once, when the package is imported. gunicorn's gevent worker
 # monkey-patches after the fork, in each worker: a cooperative socket behind
@@ -85,17 +84,16 @@ class Channel:
     def send(
         self,
         key: _wire.StaticKey,
-        msg: Message,
         record: logging.LogRecord,
         timeout: Optional[float],
         show: Callable[[logging.LogRecord], str],
     ) -> bool:
         """Send one record; False if it was dropped after ``timeout`` seconds.
 
-        ``key`` names its repeating fields, ``msg`` is its message made plain
-        (:func:`_wire.message`); ``show(record)`` its line on stderr should the
-        listener die before confirming it. :class:`ListenerGone`: unreachable.
+        ``key`` names its repeating fields; ``show(record)`` gives its line on
+        stderr should the listener die unconfirmed. :class:`ListenerGone`: unreachable.
         """
+        made = _made(self.ledger, key, record)  # the program's code: not under the lock
         if reentered(self):
             # A signal handler that logs, run in the middle of this thread's
             # send: this record cannot go without cutting that one in two.
@@ -108,7 +106,7 @@ class Channel:
             deadline = None if timeout is None else time.monotonic() + timeout
             try:
                 try:
-                    return self._send(key, msg, record, deadline, show)
+                    return self._send(key, record, made, deadline, show)
                 except (BrokenPipeError, ConnectionResetError):
                     # The listener closed this connection: it stopped, or
                     # died, or (alive) dropped a connection it could not
@@ -116,7 +114,7 @@ class Channel:
                     # record, of which nothing was read, once more on a new
                     # connection, which tells whether the listener is there.
                     self._settle("the listener closed this process's connection")
-                    return self._send(key, msg, record, deadline, show)
+                    return self._send(key, record, made, deadline, show)
             except socket.timeout:
                 # Part of the frame may be out: this connection's stream is
                 # spoiled. The listener counts the half frame; reconnect later.
@@ -144,8 +142,8 @@ class Channel:
     def _send(
         self,
         key: _wire.StaticKey,
-        msg: Message,
         record: logging.LogRecord,
+        made: Tuple[Any, Any],
         deadline: Optional[float],
         show: Callable[[logging.LogRecord], str],
     ) -> bool:
@@ -156,15 +154,16 @@ class Channel:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             sock = self.sock = self._connect(timeout)
             self.backoff.connected()
-        number, defined, body, data = _numbered(self.numbers, key, msg, record)
+        ledger: Any = self.ledger
+        number, defined, body, data = _numbered(self.numbers, ledger.plans, key, record, made)
         if not _writable(sock, deadline):
             return False
         sock.sendall(data)
         if defined:
-            self.numbers[key] = defined
-        ledger = self.ledger
-        ledger.sent += 1  # type: ignore[union-attr]
-        ledger.records.append((ledger.sent, key, number, body, show))  # type: ignore[union-attr]
+            self.numbers[key] = defined  # a plan for it may come (_lines): read soon
+            self.since_check = max(self.since_check, CONFIRM_EVERY - 4)
+        ledger.sent += 1
+        ledger.records.append((ledger.sent, key, number, body, show))
         self.since_check += 1
         if self.since_check >= CONFIRM_EVERY:
             self.since_check = 0
@@ -204,25 +203,54 @@ class Channel:
                 ledger.close()
 
 
+def _made(ledger: Any, key: _wire.StaticKey, record: logging.LogRecord) -> Tuple[Any, Any]:
+    """``(plan, lines)`` when the listener offered a plan for the record (see _lines),
+    else ``(None, message)``: what of a frame can be made before taking the lock.
+
+    The ledger's plans are read without the lock: the frame is made under it,
+    and only if the plan is still the connection's.
+    """
+    plans = None if ledger is None or key[0] else ledger.plans
+    if plans:
+        plan = plans.get((key[1], key[2]))
+        if plan is not None:
+            lines = plan.lines(record)
+            if lines is not None:
+                return plan, lines
+    return None, _wire.message(record)
+
+
 def _numbered(
     numbers: Dict[_wire.StaticKey, int],
+    plans: Dict[Tuple[str, int], Any],
     key: _wire.StaticKey,
-    msg: Message,
     record: logging.LogRecord,
+    made: Tuple[Any, Any],
 ) -> Tuple[int, int, bytes, bytes]:
     """``(number, defined, record frame, bytes to send)`` for ``record``, of ``key``.
 
     ``defined`` is the number the bytes define (0: none; the caller adds it
-    to ``numbers`` once they are sent).
+    to ``numbers`` once they are sent). The frame is an ``F`` frame when
+    ``made`` holds lines of a plan the connection still has (:func:`_made`).
     """
     number = numbers.get(key)
+    defined = 0
     if number is None:
         if len(numbers) >= MAX_DEFINITIONS:
             numbers.clear()  # numbers are reused; the listener overwrites
-        number = len(numbers) + 1
+        number = defined = len(numbers) + 1
+    plan: Any = made[0]
+    part = made[1]
+    body = None
+    still = plans.get((key[1], key[2])) is plan
+    if plan is not None and still:
+        body = plan.frame(number, part)
+    if body is None:
+        # Reconnected since (a plan is the connection's), rare: the message now.
+        msg = part if plan is None else _wire.message(record)
         body = _wire.record_frame(number, msg, record)
-        return number, number, body, _wire.definition(number, key) + body
-    body = _wire.record_frame(number, msg, record)
+    if defined:
+        return number, defined, body, _wire.definition(number, key) + body
     return number, 0, body, body
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os.path
+import struct
+
+from forksafe_logging import _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -39,19 +42,94 @@ def _file_and_module(pathname: str) -> Tuple[str, str]:
     return found
 
 
+_FAST_HEAD = _wire.FAST_HEAD
+_PART = _wire.PART.unpack_from
+_PART_SIZE = _wire.PART.size
+_ABSENT = _wire.ABSENT
+
+
+def fast_head(payload: bytes) -> Tuple[float, float, float, int, int, int]:
+    """The head of an ``F`` frame (see :data:`_wire.FAST_HEAD`); :class:`Garbage` if cut short."""
+    try:
+        return _FAST_HEAD.unpack_from(payload, 1)  # type: ignore[return-value]
+    except struct.error:
+        raise Garbage("a fast record cut short") from None
+
+
+def fast_parts(payload: bytes, count: int) -> Tuple[List[Optional[bytes]], int]:
+    """The first ``count`` parts of an ``F`` frame after its head, and where the next begins."""
+    parts: List[Optional[bytes]] = []
+    pos = 1 + _FAST_HEAD.size
+    try:
+        for _ in range(count):
+            (size,) = _PART(payload, pos)
+            pos += _PART_SIZE
+            if size == _ABSENT:
+                parts.append(None)
+                continue
+            end = pos + size
+            if end > len(payload):
+                raise Garbage("a fast record cut short")
+            parts.append(payload[pos:end])
+            pos = end
+    except struct.error:
+        raise Garbage("a fast record cut short") from None
+    return parts, pos
+
+
+def _text(part: Optional[bytes]) -> Optional[str]:
+    return None if part is None else part.decode("utf-8", "surrogatepass")
+
+
+def fast_record(
+    template: Dict[str, Any], head: Tuple[float, float, float, int, int, int], payload: bytes
+) -> logging.LogRecord:
+    """The record an ``F`` frame carries besides its lines, as an ``R`` frame would give it.
+
+    For the listener when the lines cannot be used (the plan they were made
+    for is out of date), and for a sender that shows what was not confirmed.
+    """
+    created, msecs, relative, _, _, lines = head
+    fields, pos = fast_parts(payload, lines + 3)
+    if pos != len(payload) or fields[lines] is None:
+        raise Garbage("a fast record of the wrong shape")
+    try:
+        msg, exc_text, stack = (_text(part) for part in fields[lines:])
+    except UnicodeDecodeError as exc:
+        raise Garbage("a fast record's text: %s" % exc) from None
+    record = _new_record(logging.LogRecord)
+    d = record.__dict__
+    d.update(template)
+    d["msg"] = msg
+    d["created"] = created
+    d["msecs"] = msecs
+    d["relativeCreated"] = relative
+    d["exc_text"] = exc_text
+    d["stack_info"] = stack
+    return record
+
+
 class Decoder:
     """The definitions one connection has made, and the frames that use them."""
 
-    __slots__ = ("definitions",)
+    __slots__ = ("defined", "definitions")
 
     def __init__(self) -> None:
         self.definitions: Dict[int, Tuple[str, Dict[str, Any]]] = {}
+        #: The number the last ``D`` frame defined.
+        self.defined = 0
 
     def feed(self, payload: bytes) -> Optional[Tuple[str, logging.LogRecord]]:
-        """``(route, record)`` for an ``R`` frame, ``None`` for a ``D`` frame.
+        """``(route, record)`` for an ``R`` or ``F`` frame, ``None`` for a ``D`` frame.
 
         Raises :class:`Garbage` for anything else.
         """
+        if payload[:1] == b"F":
+            head = fast_head(payload)
+            defined = self.definitions.get(head[3])
+            if defined is None:
+                raise Garbage("a fast record of an undefined number")
+            return defined[0], fast_record(defined[1], head, payload)
         try:
             fields = _decode(payload[1:].decode("ascii"))
             tag = payload[:1]
@@ -100,6 +178,7 @@ class Decoder:
         ):
             raise Garbage("definition fields of the wrong type")
         filename, module = _file_and_module(pathname)
+        self.defined = number
         self.definitions[number] = (
             route,
             {

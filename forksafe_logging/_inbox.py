@@ -22,11 +22,12 @@ from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional, Tuple
+    from typing import Any, Dict, List, Optional, Tuple
 
-    #: A record read: when it was made, its route, the record, and which
-    #: record of which connection it was.
-    Item = Tuple[float, str, logging.LogRecord, "Connection", int]
+    #: A record read: when it was made, its route, the record (or, on the
+    #: fast path, its lines: a _plans.Fast), and which record of which
+    #: connection it was.
+    Item = Tuple[float, str, Any, "Connection", int]
 
 #: An unauthenticated connection is closed after this many seconds (a real
 #: sender sends its hello as it connects)...
@@ -172,10 +173,9 @@ class Door:
 class Inbox:
     """The listener's connections, from their handshake to the records read from them.
 
-    Used by the listener thread only. ``selector`` is the listener's, in
-    which each connection is registered (by the :class:`Door`). ``turns``
-    learns of each authenticated connection (see
-    :class:`forksafe_logging._turns.Turns`).
+    Used by the listener thread only. ``selector`` is the listener's, in which
+    each connection is registered (by the :class:`Door`). ``turns`` learns of
+    each authenticated connection (see :class:`forksafe_logging._turns.Turns`).
     """
 
     def __init__(
@@ -190,11 +190,14 @@ class Inbox:
         self._stats = stats
         self._turns = turns
         self.connections: Dict[int, Connection] = {}
+        self._into = memoryview(bytearray(_RECV_SIZE))
         #: Connections whose hello has not come whole yet, oldest first
         #: (a dict as an ordered set).
         self.pending: Dict[Connection, None] = {}
         #: Records read and not yet taken by the listener's round.
         self.incoming: List[Item] = []
+        #: ``(connection, name, level)`` defined this round: offered a plan (_plans).
+        self.wanted: List[Tuple[Connection, str, int]] = []
         #: Connections read to their end, not closed yet (the listener
         #: closes each once its records are handled and confirmed).
         self.ending: List[Connection] = []
@@ -224,14 +227,17 @@ class Inbox:
             # was counted then.
             return False
         taken = 0
+        into = self._into
         while True:
             try:
-                data = conn.sock.recv(_RECV_SIZE)
+                # Into one reused buffer: recv() would allocate (and, at this
+                # size, map and unmap) a new one for every read.
+                got = conn.sock.recv_into(into)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError:
-                data = b""
-            if not data:
+                got = 0
+            if not got:
                 if conn.buffer:
                     # The sender died, or gave up, in the middle of a frame.
                     self._stats["truncated"] += 1
@@ -243,14 +249,14 @@ class Inbox:
                 except (KeyError, ValueError):
                     pass
                 return False
-            conn.buffer += data
+            conn.buffer += into[:got]
             if not self._parse(conn):
                 self.close(conn)
                 return False
             # A short read emptied the queue as it was when it began.
-            if len(data) < _RECV_SIZE:
+            if got < _RECV_SIZE:
                 return False
-            taken += len(data)
+            taken += got
             if taken >= _ROUND_LIMIT:
                 return True
 
@@ -259,25 +265,15 @@ class Inbox:
         buf = conn.buffer
         pos = 0
         if not conn.authenticated:
-            # The sender's hello: a nonce and its MAC.
             if len(buf) < _endpoint.HELLO_SIZE:
                 return True
-            nonce = _endpoint.hello_nonce(self._key, bytes(buf[: _endpoint.HELLO_SIZE]))
-            if nonce is None:
-                self._stats["auth_failures"] += 1
+            if not _hello(self, conn):
                 return False
-            # Watched before the answer goes (see Turns.watch).
-            conn.authenticated = True
-            self._turns.watch(conn.sock.fileno())
-            try:
-                # Fits: nothing else was ever sent on this socket.
-                conn.sock.send(_endpoint.listener_answer(self._key, nonce))
-            except OSError:
-                return False
-            self.pending.pop(conn, None)
             pos = _endpoint.HELLO_SIZE
         unpack = _wire.HEADER.unpack_from
         feed = conn.decoder.feed
+        definitions = conn.decoder.definitions
+        incoming = self.incoming
         size = len(buf)
         view = memoryview(buf)
         try:
@@ -291,34 +287,91 @@ class Inbox:
                     break
                 if length == 1 and buf[pos + 4] == _LEVELS_TAG:
                     pos = end
-                    self._send_levels(conn)
+                    _send_levels(conn)
                     continue
+                decoded: Optional[Tuple[str, Any]]
                 try:
-                    decoded = feed(view[pos + 4 : end].tobytes())
+                    payload = view[pos + 4 : end].tobytes()
+                    if buf[pos + 4] == _FAST_TAG:
+                        # The fast path's hot loop: the head and the line
+                        # are all the listener reads (see _plans).
+                        fast = _fast(definitions, payload)
+                        if fast.__class__ is tuple:
+                            pos = end
+                            conn.received += 1
+                            incoming.append((fast[4], "", fast, conn, conn.received))
+                            continue
+                        decoded = fast
+                    else:
+                        decoded = feed(payload)
                 except _decode.Garbage:
                     self._stats["garbage"] += 1
                     return False
                 pos = end
-                if decoded is not None:
-                    route, record = decoded
-                    conn.received += 1
-                    self.incoming.append((_stamp(record), route, record, conn, conn.received))
+                _took(self, conn, decoded, payload)
         finally:
             view.release()
         if pos:
             del buf[:pos]
         return True
 
-    @staticmethod
-    def _send_levels(conn: Connection) -> None:
-        """Answer a sender that asks for this process's logger levels (see _wire.LEVELS)."""
-        try:
-            conn.sock.send(_wire.levels_message(*_reach.levels()))
-        except OSError:
-            pass  # fits: asked before any record, so nothing else is queued
+
+def _took(
+    inbox: Inbox, conn: Connection, decoded: Optional[Tuple[str, Any]], payload: bytes
+) -> None:
+    """A frame read the usual way: its record waits for the round; a definition, for a plan."""
+    if decoded is not None:
+        route, record = decoded
+        conn.received += 1
+        inbox.incoming.append((_stamp(record), route, record, conn, conn.received))
+    elif payload[:1] == b"D":
+        _want(conn, inbox.wanted)
+
+
+def _hello(inbox: Inbox, conn: Connection) -> bool:
+    """Check the sender's hello (a nonce and its MAC) and answer it; False: drop."""
+    nonce = _endpoint.hello_nonce(inbox._key, bytes(conn.buffer[: _endpoint.HELLO_SIZE]))
+    if nonce is None:
+        inbox._stats["auth_failures"] += 1
+        return False
+    # Watched before the answer goes (see Turns.watch).
+    conn.authenticated = True
+    inbox._turns.watch(conn.sock.fileno())
+    try:
+        # Fits: nothing else was ever sent on this socket.
+        conn.sock.send(_endpoint.listener_answer(inbox._key, nonce))
+    except OSError:
+        return False
+    inbox.pending.pop(conn, None)
+    return True
+
+
+def _fast(definitions: Dict[int, Tuple[str, Dict[str, Any]]], payload: bytes) -> Any:
+    """An ``F`` frame: its lines for the plans (a :data:`_plans.Fast`), or ``(route, record)``."""
+    head = _decode.fast_head(payload)
+    defined = definitions.get(head[3])
+    if defined is None:
+        raise _decode.Garbage("a fast record of an undefined number")
+    route, template = defined
+    if route:  # never sent so: only the top's logger tree has plans
+        return route, _decode.fast_record(template, head, payload)
+    if head[5] == 1:
+        (size,) = _PART(payload, _FIRST_LINE)
+        line = payload[_FIRST_LINE + 4 : _FIRST_LINE + 4 + size]
+        if len(line) != size:
+            raise _decode.Garbage("a fast record cut short")
+        lines: Tuple[Any, ...] = (line,)
+    else:
+        lines = tuple(_decode.fast_parts(payload, head[5])[0])
+    return (head[4], template, payload, lines, head[0])
+
+
+_PART = _wire.PART.unpack_from
+_FIRST_LINE = 1 + _wire.FAST_HEAD.size
 
 
 _LEVELS_TAG = _wire.LEVELS[0]
+_FAST_TAG = ord("F")
 
 
 def _stamp(record: logging.LogRecord) -> float:
@@ -330,3 +383,18 @@ def _stamp(record: logging.LogRecord) -> float:
         return float(created)
     except (TypeError, ValueError, OverflowError):
         return 0.0
+
+
+def _want(conn: Connection, wanted: List[Tuple[Connection, str, int]]) -> None:
+    """After a ``D`` frame: a plan may be offered for its logger and level (the top's tree only)."""
+    route, template = conn.decoder.definitions[conn.decoder.defined]
+    if not route:
+        wanted.append((conn, template["name"], template["levelno"]))
+
+
+def _send_levels(conn: Connection) -> None:
+    """Answer a sender that asks for this process's logger levels (see _wire.LEVELS)."""
+    try:
+        conn.sock.send(_wire.levels_message(*_reach.levels()))
+    except OSError:
+        pass  # fits: asked before any record, so nothing else is queued

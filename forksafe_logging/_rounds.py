@@ -10,7 +10,9 @@ theirs held.
 
 from __future__ import annotations
 
-from forksafe_logging import _wire
+import operator
+
+from forksafe_logging import _plans, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -22,11 +24,18 @@ if TYPE_CHECKING:
 class Rounds:
     """Records held over from the last round, and the release of each round's."""
 
-    __slots__ = ("_dispatch", "_inbox", "_turns", "held")
+    __slots__ = ("_dispatch", "_inbox", "_plans", "_turns", "held")
 
-    def __init__(self, inbox: Inbox, dispatch: Callable[[str, Any], None], turns: Any) -> None:
+    def __init__(
+        self,
+        inbox: Inbox,
+        dispatch: Callable[[str, Any], None],
+        turns: Any,
+        plans: _plans.Plans,
+    ) -> None:
         self._inbox = inbox
         self._dispatch = dispatch
+        self._plans = plans
         #: The top's records wait for these rounds (``_turns.Turns``).
         self._turns = turns
         #: Records made after the last round's cutoff (see :meth:`release`).
@@ -47,6 +56,8 @@ class Rounds:
         held for one round, which reads those too.
         """
         inbox = self._inbox
+        if inbox.wanted:
+            self._plans.offer(inbox.wanted)
         incoming = inbox.incoming
         held = self.held
         if not incoming and not held:
@@ -61,10 +72,24 @@ class Rounds:
         for item in incoming:
             (ready if item[0] < cutoff else later).append(item)
         # Stable: records made at the same instant keep their arrival order.
-        ready.sort(key=_made)
+        ready.sort(key=_made)  # the time it was made: the tuple's first item
         dispatch = self._dispatch
+        run: List[Item] = []
         for item in ready:
-            dispatch(item[1], item[2])
+            record = item[2]
+            if record.__class__ is tuple:  # a _plans.Fast
+                # Lines of one plan in a row are written together.
+                if run and run[0][2][0] != record[0]:
+                    self._plans.write(run)
+                    run = []
+                run.append(item)
+                continue
+            if run:
+                self._plans.write(run)
+                run = []
+            dispatch(item[1], record)
+        if run:
+            self._plans.write(run)
         _confirm(ready, later)
         if inbox.ending:
             self._close_ended(later)
@@ -110,5 +135,4 @@ def _confirm(ready: List[Item], later: List[Item]) -> None:
             conn.confirmed = upto
 
 
-def _made(item: Item) -> float:
-    return item[0]
+_made = operator.itemgetter(0)

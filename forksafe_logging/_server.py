@@ -25,9 +25,11 @@ from forksafe_logging import (
     _inbox,
     _loop,
     _order,
+    _plans,
     _requests,
     _rounds,
     _router,
+    _settings,
     _streams,
     _turns,
 )
@@ -78,13 +80,18 @@ class Server:
             "handshakes_refused": 0,
             "accept_errors": 0,
             "order_waits_expired": 0,
+            "fast_records": 0,
+            "plans_withdrawn": 0,
         }
         self.router = _router.Router(self.stats)
         #: Whether the top's own records wait for this listener's rounds.
         self.turns = _turns.Turns(self._catch_up, self.stats)
         self._inbox = _inbox.Inbox(self._selector, self.key, self.stats, self.turns)
         self._door = _inbox.Door(self._listening, self._selector, self._inbox, self.stats)
-        rounds = _rounds.Rounds(self._inbox, self.router.dispatch, self.turns)
+        #: The fast path's plans (see _plans).
+        self.plans = _plans.Plans(self.stats, self.router.dispatch)
+        self.plans.enabled = _settings.fast_path()
+        rounds = _rounds.Rounds(self._inbox, self.router.dispatch, self.turns, self.plans)
         self._loop = _loop.Loop(
             listening=self._listening,
             selector=self._selector,

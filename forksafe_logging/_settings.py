@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     from typing import Any, Callable, Mapping, Optional, Union
@@ -47,3 +49,13 @@ class Settings:
         self.config = config
         self.fork_timeout = fork_timeout
         self.warn_held_locks = warn_held_locks
+
+
+#: ``"0"`` in the top process's environment: no record takes the fast path
+#: (:mod:`forksafe_logging._plans`); for comparisons and as a way out.
+FAST_PATH_SWITCH = "FORKSAFE_LOGGING_FAST_PATH"
+
+
+def fast_path() -> bool:
+    """Whether the listener offers plans (see :data:`FAST_PATH_SWITCH`)."""
+    return os.environ.get(FAST_PATH_SWITCH, "1") != "0"

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 
-from forksafe_logging import _decode, _endpoint, _streams, _wire
+from forksafe_logging import _decode, _endpoint, _lines, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 # Bound when the package is imported, as in _channel (gevent patches later).
 _poll = select.poll
+#: What a sender looks at in one go: a notice fits whole.
+_PEEK = _wire.MAX_NOTICE + 4096
 
 
 def _rebuild(key: _wire.StaticKey, number: int, frame: bytes) -> logging.LogRecord:
@@ -45,7 +47,7 @@ class Ledger:
     stderr, so that no record whose logging call returned is lost uncounted.
     """
 
-    __slots__ = ("announced", "pinned", "poller", "reason", "records", "sent", "sock")
+    __slots__ = ("announced", "pinned", "plans", "poller", "reason", "records", "sent", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -65,6 +67,9 @@ class Ledger:
         #: line saying so has been written.
         self.reason = ""
         self.announced = False
+        #: The fast path's plans the listener offered on this connection
+        #: (see _lines), by logger name and level.
+        self.plans: _lines.Plans = {}
 
     def take(self, until: Optional[float]) -> bool:
         """Forget the records the listener has confirmed; False once the connection has ended.
@@ -80,21 +85,43 @@ class Ledger:
                 # Looked at, used, and only then taken: an exception from a
                 # signal handler in between must not lose a confirmation
                 # (the last one, on a connection given up, is never repeated).
-                data = self.sock.recv(4096, socket.MSG_PEEK)  # readable: no wait
+                data = self.sock.recv(_PEEK, socket.MSG_PEEK)  # readable: no wait
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
                 data = b""
             if not data:
                 return False
-            whole = len(data) - len(data) % _wire.CONFIRM.size
+            whole, upto = self._messages(data)
             if not whole:
                 return True  # part of one: the rest comes with the next
-            (upto,) = _wire.CONFIRM.unpack_from(data, whole - _wire.CONFIRM.size)
             records = self.records
             while records and records[0][0] <= upto:
                 records.popleft()
             self.sock.recv(whole)
+
+    def _messages(self, data: bytes) -> Tuple[int, int]:
+        """``(bytes of whole messages, last confirmation)`` in ``data``.
+
+        The notices among them are applied to :attr:`plans` (again, should
+        a signal handler's exception make this run twice over them).
+        """
+        size = _wire.CONFIRM.size
+        unpack = _wire.CONFIRM.unpack_from
+        pos = 0
+        upto = 0
+        while len(data) - pos >= size:
+            (value,) = unpack(data, pos)
+            if value & _wire.NOTICE_BIT:
+                end = pos + size + (value & 0xFFFFFFFF)
+                if end > len(data):
+                    break
+                _lines.take_notice(self.plans, data[pos + size : end])
+                pos = end
+            else:
+                upto = value
+                pos += size
+        return pos, upto
 
     def show(self) -> None:
         """Write the records never confirmed to stderr, after :attr:`reason`.

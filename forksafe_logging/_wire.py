@@ -20,6 +20,11 @@ JSON array.
   thread, threadName, processName, process, taskName]``
 - ``R[id, msg, created, msecs, relativeCreated, exc_text, stack_info, extras]``
 
+A record on the fast path (:mod:`forksafe_logging._lines`) is an ``F`` frame
+instead, not JSON: :data:`FAST_HEAD`, then the lines the sender formatted,
+then the message, ``exc_text`` and ``stack_info``, each part a
+:data:`PART` length and UTF-8 bytes (lone surrogates kept).
+
 ``msg`` is a string, or an object for a ``dict`` message (structlog's event
 dicts): kept structured, so that a formatter in the top process (structlog's
 ``ProcessorFormatter``, a JSON formatter) sees keys and values, not a repr.
@@ -46,6 +51,19 @@ HEADER = struct.Struct(">I")
 #: many of its records it has handled so far. A sender shows on its stderr
 #: the records the listener never confirmed, should the listener die.
 CONFIRM = struct.Struct(">Q")
+#: A confirmation with this bit set is a *notice* instead: its low 32 bits
+#: are the length of a JSON array that follows (see :mod:`forksafe_logging._plans`).
+NOTICE_BIT = 1 << 63
+#: Notices larger than this are never sent (a sender peeks this much at most).
+MAX_NOTICE = 16 * 1024
+#: The head of an ``F`` frame (a record on the fast path, see
+#: :mod:`forksafe_logging._lines`): ``created``, ``msecs``,
+#: ``relativeCreated``, the definition's number, the plan's number, and how
+#: many lines follow.
+FAST_HEAD = struct.Struct(">dddIIB")
+#: The length before each part of an ``F`` frame; :data:`ABSENT` for a part that is ``None``.
+PART = struct.Struct(">I")
+ABSENT = 0xFFFFFFFF
 #: A frame with only this tag asks the listener for the top's logger levels,
 #: before any record: it answers with :func:`levels_message`.
 LEVELS = b"L"
@@ -319,6 +337,14 @@ def _cut_to_fit(fields: List[Any], size: int) -> bytes:
         None,
     ]
     return b"R" + _encode(cut).encode("ascii")
+
+
+def notice(fields: List[Any]) -> Optional[bytes]:
+    """``fields`` as a notice on the listener's side of a connection; None if too big."""
+    payload = _encode(fields).encode("ascii")
+    if len(payload) > MAX_NOTICE:
+        return None
+    return CONFIRM.pack(NOTICE_BIT | len(payload)) + payload
 
 
 def levels_message(found: Dict[str, int], disable: int) -> bytes:

@@ -166,10 +166,9 @@ class QueueHandler(logging.Handler):
             else:
                 route = ""
             key = _wire.static_key(route, record)
-            msg = _wire.message(record)
             ch = _channel.channel()
             try:
-                if not ch.send(key, msg, record, self.timeout, self.format):
+                if not ch.send(key, record, self.timeout, self.format):
                     self.dropped += 1
             except _channel.ListenerGone as exc:
                 _channel.warn_once(ch, str(exc), _unconfirmed.stderr_write)
@@ -262,11 +261,14 @@ class QueueListener:
         sender gone or interrupted mid-frame); ``dispatch_errors`` (a
         handler raised); ``order_waits_expired`` (a record of this process
         stopped waiting, after 1 s, for the listener to handle what other
-        processes had sent before it: a handler is stuck).
+        processes had sent before it: a handler is stuck); ``fast_records``
+        (of ``records``, those whose lines their sender formatted: see
+        :ref:`the fast path <fast-path>`); ``plans_withdrawn`` (fast-path
+        plans found out of date by a change of the configuration).
 
         .. versionchanged:: 0.4.0
            ``handshake_timeouts``, ``handshakes_refused``, ``accept_errors``,
-           ``order_waits_expired``.
+           ``order_waits_expired``, ``fast_records``, ``plans_withdrawn``.
         """
         return dict(self._server.stats)
 

@@ -24,14 +24,15 @@ LAYERS: List[Set[str]] = [
     {"_state"},  # the process-wide state: every layer may read and write it
     # Pure helpers, importing nothing of the package but the state.
     {"_compat", "_settings", "_streams", "_wire", "_order", "_peers", "_structlog_locks",
-     "_endpoint", "_article", "_hazard", "_requests", "_decode", "_targets",
-     "_frames"},
+     "_endpoint", "_article", "_hazard", "_requests", "_targets", "_frames"},
+    # Frames read back into records (the top); lines formatted for the fast path (a sender).
+    {"_decode", "_lines", "_reproducible"},
     # Walking the logging configuration; dispatching a child's record; what a
-    # sender keeps until confirmed.
+    # sender keeps until confirmed; the fast path's plans.
     {"_reach", "_router", "_unconfirmed", "_fork_warning", "_prose", "_dial"},
     # when the top's records wait for the listener; naming the walk's finds;
-    # what one look found
-    {"_turns", "_naming", "_diagnosis"},
+    # what one look found; the fast path's plans
+    {"_turns", "_naming", "_diagnosis", "_plans"},
     # the listener's connections: accept, handshake, frames read into records;
     # its rounds: dispatch in order, confirm
     {"_inbox", "_rounds"},

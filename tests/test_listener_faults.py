@@ -117,7 +117,10 @@ if __name__ == "__main__":
     p.join(90)
     got = lines()
     # The same records logged in this process, for comparison (after counting).
+    from forksafe_logging import _plans, _server
+    plans = len(_server.current().plans._by_number)
     report(exitcode=p.exitcode, grew=len(logging.Logger.manager.loggerDict) - before,
+           plans=plans, most=_plans.MAX_PLANS,
            numbered=sum(1 for line in got if line.startswith("child.")),
            rest=[line for line in got if not line.startswith("child.")],
            own=lines("own.log"))
@@ -126,10 +129,13 @@ if __name__ == "__main__":
 
     @START_METHODS
     def test_no_logger_per_name(self, scenario: Scenario, method: str) -> None:
-        """5,000 names from a child add no logger to the top; records route as if made."""
+        """5,000 names from a child add no logger, nor a plan each, to the top; records route."""
         facts = scenario.run(self.BODY, None, args=[method], timeout=150).facts
         assert facts["exitcode"] == 0
         assert facts["grew"] == 0
+        # Nor a fast-path plan per name past a bound (each name is one).
+        assert facts["most"] < 5000
+        assert facts["plans"] <= facts["most"]
         assert facts["numbered"] == 5000
         # As the stdlib would handle them with the loggers made: the level of
         # the nearest ancestor, its handlers, its propagate; a disabled
