@@ -11,7 +11,10 @@ the time runs from the workers' start until every record is in the file.
 - ``direct``: one process writes the same number of records with a
   ``FileHandler`` (no workers): the bar is 0.8x of this.
 - ``forksafe``: ``logging.basicConfig(filename=...)`` and
-  ``forksafe_logging.install()`` in the parent; workers just log.
+  ``forksafe_logging.install()`` in the parent; workers just log (their
+  records take the fast path: the workers format the lines, the top writes).
+- ``forksafe-record``: the same with ``FORKSAFE_LOGGING_FAST_PATH=0``: the
+  top rebuilds and formats every record.
 - ``cookbook``: the logging cookbook's recipe, a ``multiprocessing.Queue``
   with the stdlib ``QueueHandler`` in workers and a ``QueueListener`` in
   the parent: the bar is 2x of this.
@@ -19,9 +22,16 @@ the time runs from the workers' start until every record is in the file.
 - ``mplogging``: ``multiprocessing_logging.install_mp_handler()`` (fork only,
   if installed).
 
+Each run checks the file: every worker's records once each, in the order it
+logged them (for ``direct`` and the ``forksafe`` variants; the peers' lines
+are counted). Beside the rate, the CPU time of the top process per record
+(for ``direct``, of the one process): what the tree costs the process that
+writes.
+
 Caller cost: the time of one ``log.info("user %s did %s in %.3f ms", ...)``
-in a worker, for ``forksafe`` (sending to the listener) against the stdlib
-``QueueHandler`` putting to an in-process ``queue.Queue``: the bar is 1.5x.
+in a worker, for ``forksafe`` and ``forksafe-record`` (sending to the
+listener, whose handler writes to ``/dev/null``) against the stdlib
+``QueueHandler`` putting to an in-process ``queue.Queue``.
 
 With ``--baseline DIR`` (a checkout of another version of the library,
 e.g. ``git worktree add /tmp/base <commit>``), that version's ``forksafe``
@@ -46,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import _bytecode
 
@@ -58,11 +68,6 @@ def _log_many(n: int) -> None:
     log = logging.getLogger("bench.worker")
     for i in range(n):
         log.info("user %s did %s in %.3f ms", "alice", "login", i * 0.001)
-
-
-def _count_lines(path: str) -> int:
-    with open(path, "rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def _file_handler(path: str) -> logging.FileHandler:
@@ -82,24 +87,42 @@ def _run_workers(method: str, total: int, target: Callable[..., None], *args: An
             raise RuntimeError("a worker failed: exit code %s" % p.exitcode)
 
 
-def throughput_direct(path: str, method: str, total: int) -> float:
+#: What a throughput run measured: seconds of wall time, and of the top process's CPU.
+Measured = Tuple[float, float]
+
+
+def _clocks() -> Measured:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(started: Measured) -> Measured:
+    return time.perf_counter() - started[0], time.process_time() - started[1]
+
+
+def throughput_direct(path: str, method: str, total: int) -> Measured:
     logging.getLogger().addHandler(_file_handler(path))
     logging.getLogger().setLevel(logging.INFO)
-    started = time.perf_counter()
+    started = _clocks()
     _log_many(total)
     logging.getLogger().handlers[0].flush()
-    return time.perf_counter() - started
+    return _since(started)
 
 
-def throughput_forksafe(path: str, method: str, total: int) -> float:
+def throughput_forksafe(path: str, method: str, total: int) -> Measured:
     import forksafe_logging
 
     logging.basicConfig(filename=path, level=logging.INFO, format=FORMAT)
     forksafe_logging.install()
-    started = time.perf_counter()
+    started = _clocks()
     _run_workers(method, total, _log_many)
     forksafe_logging.flush()
-    return time.perf_counter() - started
+    return _since(started)
+
+
+def throughput_forksafe_record(path: str, method: str, total: int) -> Measured:
+    """``forksafe`` with the fast path off: every record rebuilt and formatted in the top."""
+    os.environ["FORKSAFE_LOGGING_FAST_PATH"] = "0"
+    return throughput_forksafe(path, method, total)
 
 
 def _cookbook_worker(n: int, q: Any) -> None:
@@ -109,14 +132,14 @@ def _cookbook_worker(n: int, q: Any) -> None:
     _log_many(n)
 
 
-def throughput_cookbook(path: str, method: str, total: int) -> float:
+def throughput_cookbook(path: str, method: str, total: int) -> Measured:
     q = multiprocessing.get_context(method).Queue(-1)
     listener = logging.handlers.QueueListener(q, _file_handler(path))
     listener.start()
-    started = time.perf_counter()
+    started = _clocks()
     _run_workers(method, total, _cookbook_worker, q)
     listener.stop()
-    return time.perf_counter() - started
+    return _since(started)
 
 
 def _loguru_worker(n: int, logger: Any) -> None:
@@ -125,7 +148,7 @@ def _loguru_worker(n: int, logger: Any) -> None:
     logger.complete()
 
 
-def throughput_loguru(path: str, method: str, total: int) -> float:
+def throughput_loguru(path: str, method: str, total: int) -> Measured:
     from loguru import logger
 
     logger.remove()
@@ -136,30 +159,31 @@ def throughput_loguru(path: str, method: str, total: int) -> float:
         context=ctx,
         format="{time} {process} {name} {level} {message}",
     )
-    started = time.perf_counter()
+    started = _clocks()
     _run_workers(method, total, _loguru_worker, logger)
     logger.complete()
     logger.remove()
-    return time.perf_counter() - started
+    return _since(started)
 
 
-def throughput_mplogging(path: str, method: str, total: int) -> float:
+def throughput_mplogging(path: str, method: str, total: int) -> Measured:
     import multiprocessing_logging
 
     logging.getLogger().addHandler(_file_handler(path))
     logging.getLogger().setLevel(logging.INFO)
     multiprocessing_logging.install_mp_handler()
-    started = time.perf_counter()
+    started = _clocks()
     _run_workers(method, total, _log_many)
     multiprocessing_logging.uninstall_mp_handler()
     for handler in logging.getLogger().handlers:
         handler.close()
-    return time.perf_counter() - started
+    return _since(started)
 
 
-THROUGHPUT: Dict[str, Callable[[str, str, int], float]] = {
+THROUGHPUT: Dict[str, Callable[[str, str, int], Measured]] = {
     "direct": throughput_direct,
     "forksafe": throughput_forksafe,
+    "forksafe-record": throughput_forksafe_record,
     "cookbook": throughput_cookbook,
     "loguru": throughput_loguru,
     "mplogging": throughput_mplogging,
@@ -184,10 +208,12 @@ def _caller_worker(n: int, variant: str, conn: Any) -> None:
 def caller_cost(variant: str, method: str) -> float:
     import forksafe_logging
 
-    if variant == "forksafe":
-        # A listener that only decodes and dispatches, so the caller is not
-        # measuring the disk: what it waits on is its own send.
-        logging.getLogger().addHandler(logging.NullHandler())
+    if variant == "forksafe-record":
+        os.environ["FORKSAFE_LOGGING_FAST_PATH"] = "0"
+    if variant.startswith("forksafe"):
+        # The top writes to /dev/null, so the caller is not measuring the
+        # disk: what it waits on is its own send.
+        logging.getLogger().addHandler(_file_handler(os.devnull))
         logging.getLogger().setLevel(logging.INFO)
         forksafe_logging.install()
     ctx = multiprocessing.get_context(method)
@@ -203,7 +229,7 @@ def caller_cost(variant: str, method: str) -> float:
 _baseline: Optional[str] = None
 
 
-def _one(kind: str, variant: str, method: str, total: int) -> Optional[float]:
+def _one(kind: str, variant: str, method: str, total: int) -> Optional[List[float]]:
     """Run one measurement in a fresh interpreter; None if the variant cannot run here."""
     env = dict(os.environ)
     if variant == "baseline":
@@ -216,7 +242,7 @@ def _one(kind: str, variant: str, method: str, total: int) -> Optional[float]:
         last = (out.stderr.strip().splitlines() or ["?"])[-1]
         sys.stderr.write("  %s %s/%s failed: %s\n" % (kind, variant, method, last))
         return None
-    return float(out.stdout.strip().splitlines()[-1])
+    return [float(x) for x in out.stdout.strip().splitlines()[-1].split()]
 
 
 def _measure(method: str, records: int, rounds: int, results: Dict[str, Any]) -> None:
@@ -225,37 +251,80 @@ def _measure(method: str, records: int, rounds: int, results: Dict[str, Any]) ->
     if _baseline:
         variants.append("baseline")
     times: Dict[str, List[float]] = {v: [] for v in variants}
+    cpu: Dict[str, List[float]] = {v: [] for v in variants}
     for _ in range(rounds):
         for variant in variants:
             t = _one("throughput", variant, method, records)
             if t is not None:
-                times[variant].append(t)
+                times[variant].append(t[0])
+                cpu[variant].append(t[1])
     rates = {v: records / statistics.median(ts) for v, ts in times.items() if ts}
+    top_cpu = {v: statistics.median(c) / records for v, c in cpu.items() if c}
     results["throughput_" + method] = rates
+    results["top_cpu_per_record_" + method] = top_cpu
     print("\nthroughput, start method %s (records/s, median of rounds):" % method)
     for variant, rate in rates.items():
-        print("  %-10s %9.0f" % (variant, rate))
-    if "forksafe" in rates:
-        for base in ("direct", "cookbook", "loguru", "mplogging", "baseline"):
-            if base in rates:
-                print("  forksafe / %-9s %.2fx" % (base, rates["forksafe"] / rates[base]))
-    costs: Dict[str, List[float]] = {"stdlib": [], "forksafe": []}
+        print("  %-16s %9.0f" % (variant, rate))
+    for name in ("forksafe", "forksafe-record"):
+        if name not in rates:
+            continue
+        for base in ("direct", "cookbook", "loguru", "mplogging", "baseline", "forksafe-record"):
+            if base in rates and base != name:
+                print("  %s / %-9s %.2fx" % (name, base, rates[name] / rates[base]))
+    print("CPU of the top process per record (us, median of rounds; direct: the one process):")
+    for variant, per in top_cpu.items():
+        ratio = " (%.2fx direct)" % (per / top_cpu["direct"]) if "direct" in top_cpu else ""
+        print("  %-16s %6.2f%s" % (variant, per * 1e6, ratio))
+    costs: Dict[str, List[float]] = {"stdlib": [], "forksafe": [], "forksafe-record": []}
     if _baseline:
         costs["baseline"] = []
     for _ in range(rounds):
         for variant, found in costs.items():
             c = _one("caller", variant, method, 0)
             if c is not None:
-                found.append(c)
+                found.append(c[0])
     medians = {v: statistics.median(c) for v, c in costs.items() if c}
     results["caller_" + method] = medians
     print("caller cost of one log.info(...) in a worker, start method %s:" % method)
     for variant, cost in medians.items():
-        print("  %-10s %6.2f us" % (variant, cost * 1e6))
-    if "forksafe" in medians and "stdlib" in medians:
-        print("  forksafe / stdlib QueueHandler  %.2fx" % (medians["forksafe"] / medians["stdlib"]))
-    if "forksafe" in medians and "baseline" in medians:
-        print("  forksafe / baseline  %.2fx" % (medians["forksafe"] / medians["baseline"]))
+        print("  %-16s %6.2f us" % (variant, cost * 1e6))
+    for name in ("forksafe", "forksafe-record", "baseline"):
+        if name in medians and "stdlib" in medians:
+            print("  %s / stdlib QueueHandler  %.2fx" % (name, medians[name] / medians["stdlib"]))
+
+
+def _check_file(path: str, variant: str, total: int) -> None:
+    """Every worker's records in the file once each, in the order it logged them."""
+    per_process: Dict[str, List[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            # FORMAT: date, time, pid, name, level, then the message.
+            per_process.setdefault(fields[2], []).append(fields[-2])
+    if not (variant in ("direct", "baseline") or variant.startswith("forksafe")):
+        # The peers are counted, not read: their order is theirs.
+        found = sum(len(v) for v in per_process.values())
+        if found != total:
+            raise SystemExit("%s wrote %d lines, expected %d" % (variant, found, total))
+        return
+    workers = 1 if variant == "direct" else WORKERS
+    expected = ["%.3f" % (i * 0.001) for i in range(total // workers)]
+    if len(per_process) != workers or any(v != expected for v in per_process.values()):
+        raise SystemExit("%s: records lost, repeated or out of order" % variant)
+
+
+def _keep(path: str, results: Dict[str, Any]) -> None:
+    """Put this run in ``path`` (``{"runs": [...]}``), in place of one of the same Python."""
+    runs: List[Dict[str, Any]] = []
+    if os.path.exists(path):
+        with open(path) as f:
+            runs = json.load(f).get("runs", [])
+    minor = results["python"].rsplit(".", 1)[0]
+    runs = [r for r in runs if r["python"].rsplit(".", 1)[0] != minor] + [results]
+    runs.sort(key=lambda r: tuple(int(n) for n in r["python"].split(".")[:2]))
+    with open(path, "w") as f:
+        json.dump({"runs": runs}, f, indent=2)
+        f.write("\n")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -263,7 +332,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--methods", default="fork,spawn")
-    parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument(
+        "--json", help="also keep the numbers in this file (one run per Python version)"
+    )
     parser.add_argument("--baseline", help="a checkout of another version, run side by side")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -275,11 +346,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "bench.log")
-            seconds = THROUGHPUT[variant](path, method, int(total))
-            lines = _count_lines(path)
-            if lines != int(total):
-                raise SystemExit("%s wrote %d lines, expected %s" % (variant, lines, total))
-        print(seconds)
+            seconds, cpu = THROUGHPUT[variant](path, method, int(total))
+            _check_file(path, variant, int(total))
+        print(seconds, cpu)
         return 0
 
     global _baseline
@@ -298,8 +367,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         _measure(method, args.records, args.rounds, results)
     print("\ncommand: python benchmarks/throughput.py %s" % " ".join(argv or sys.argv[1:]))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        _keep(args.json, results)
     return 0
 
 

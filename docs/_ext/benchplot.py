@@ -16,38 +16,44 @@ from typing import Any, Dict, List
 LABELS = {
     "direct": "one process, FileHandler",
     "forksafe": "forksafe_logging",
+    "forksafe-record": "forksafe_logging, no fast path",
     "cookbook": "cookbook (mp.Queue)",
     "loguru": "loguru enqueue=True",
     "mplogging": "multiprocessing-logging",
 }
-BAR_HEIGHT, GAP, LEFT, WIDTH = 18, 6, 190, 620
+BAR_HEIGHT, GAP, LEFT, WIDTH = 18, 6, 210, 660
 
 
-def svg(results: Dict[str, Any]) -> str:
+def svg(data: Dict[str, Any]) -> str:
+    """The chart of every run in ``data`` (``{"runs": [...]}``, or one run alone)."""
+    runs: List[Dict[str, Any]] = data.get("runs", [data])
     rows: List[str] = []
     y = 30
-    top = max(max(r.values()) for k, r in results.items() if k.startswith("throughput_"))
-    for key in sorted(k for k in results if k.startswith("throughput_")):
-        rows.append(
-            '<text x="0" y="%d" font-weight="bold">start method %s</text>'
-            % (y, escape(key.split("_", 1)[1]))
-        )
-        y += GAP + 4
-        for variant, rate in results[key].items():
-            length = (WIDTH - LEFT - 90) * rate / top
-            fill = "#2a7ab0" if variant == "forksafe" else "#9bb7c9"
+    top = max(
+        max(r.values()) for run in runs for k, r in run.items() if k.startswith("throughput_")
+    )
+    for run in runs:
+        for key in sorted(k for k in run if k.startswith("throughput_")):
             rows.append(
-                '<text x="%d" y="%d" text-anchor="end">%s</text>'
-                '<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>'
-                '<text x="%.1f" y="%d">%s/s</text>'
-                % (LEFT - 8, y + 13, escape(LABELS.get(variant, variant)), LEFT, y, length,
-                   BAR_HEIGHT, fill, LEFT + length + 6, y + 13, format(round(rate), ","))
-            )  # fmt: skip
-            y += BAR_HEIGHT + GAP
-        y += 2 * GAP
+                '<text x="0" y="%d" font-weight="bold">Python %s, start method %s</text>'
+                % (y, escape(run["python"]), escape(key.split("_", 1)[1]))
+            )
+            y += GAP + 4
+            for variant, rate in run[key].items():
+                length = (WIDTH - LEFT - 90) * rate / top
+                fill = "#2a7ab0" if variant == "forksafe" else "#9bb7c9"
+                rows.append(
+                    '<text x="%d" y="%d" text-anchor="end">%s</text>'
+                    '<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>'
+                    '<text x="%.1f" y="%d">%s/s</text>'
+                    % (LEFT - 8, y + 13, escape(LABELS.get(variant, variant)), LEFT, y, length,
+                       BAR_HEIGHT, fill, LEFT + length + 6, y + 13, format(round(rate), ","))
+                )  # fmt: skip
+                y += BAR_HEIGHT + GAP
+            y += 2 * GAP
     header = (
-        '<text x="0" y="14">records per second, 4 workers logging %s records to one file, '
-        "Python %s</text>" % (format(results["records"], ","), escape(results["python"]))
+        '<text x="0" y="14">records per second, 4 workers logging %s records to one file</text>'
+        % (format(runs[0]["records"], ","))
     )
     return (
         '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
