@@ -2,16 +2,16 @@
 
 One connection per process, so no lock is shared between processes on the
 write path; a lock within the process keeps threads' frames whole. A record is
-in the kernel's socket buffer when its logging call returns, so a SIGKILL
-right after loses nothing. A forked child never writes on its parent's
-connection: it opens its own.
+in the ring the listener shares with this process (:mod:`~forksafe_logging._ring`),
+or where there is none in the kernel's socket buffer, when its logging call
+returns, so a SIGKILL right after loses nothing. A forked child never writes
+on its parent's connection: it opens its own.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-import select
 import socket
 import sys
 import threading
@@ -33,10 +33,9 @@ if TYPE_CHECKING:
 # this module's lock, made before the patching and so not cooperative, would
 # let a greenlet yield inside send() with the lock held, and the next
 # greenlet that logs would block the whole thread on it for ever. Imported
-# after the patching, all three (the socket class is _dial's) are gevent's,
-# which agree with each other too.
+# after the patching, all three (the socket class is _dial's, the poll
+# _unconfirmed's) are gevent's, which agree with each other too.
 _RLock = threading.RLock
-_poll = select.poll
 
 #: Distinct call sites (logger, level, line, thread...) remembered per connection.
 MAX_DEFINITIONS = 10000
@@ -76,8 +75,8 @@ class Channel:
         where = _tree.endpoint()
         if where is None:
             raise ListenerGone("no listener: install() was not called in a parent process")
-        sock = _dial.dial(where, timeout)
-        self.ledger = _unconfirmed.Ledger(sock)
+        sock, ring = _dial.dial(where, timeout)
+        self.ledger = _unconfirmed.Ledger(sock, ring)
         _check_at_exit_of_this_process()
         return sock
 
@@ -147,37 +146,32 @@ class Channel:
         deadline: Optional[float],
         show: Callable[[logging.LogRecord], str],
     ) -> bool:
-        sock = self.sock
-        if sock is None:
+        if self.sock is None:
             if not self.backoff.wait(deadline):
                 return False  # not before the deadline: dropped, and counted
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            sock = self.sock = self._connect(timeout)
+            self.sock = self._connect(timeout)
             self.backoff.connected()
         ledger: Any = self.ledger
         number, defined, body, data = _numbered(self.numbers, ledger.plans, key, record, made)
-        if not _writable(sock, deadline):
+        if not _unconfirmed.put(ledger, data, deadline):
             return False
-        sock.sendall(data)
+        going = _unconfirmed.committed(ledger)
         if defined:
             self.numbers[key] = defined  # a plan for it may come (_lines): read soon
             self.since_check = max(self.since_check, CONFIRM_EVERY - 4)
         ledger.sent += 1
         ledger.records.append((ledger.sent, key, number, body, show))
+        if not going:
+            # The listener stopped reading the ring, perhaps after taking
+            # this record: confirmed, or shown on stderr; never sent again.
+            self._settle("the listener closed this process's connection")
+            return True
         self.since_check += 1
         if self.since_check >= CONFIRM_EVERY:
             self.since_check = 0
-            self._check()
+            _check(self)
         return True
-
-    def _check(self) -> None:
-        """Read the confirmations that have come, on every connection still open."""
-        self.unsettled.check_retired()
-        current = self.ledger
-        if current is not None and not current.take(None):
-            self._settle("the listener closed this process's connection")
-        elif self.unsettled.dead:
-            self.unsettled.show_dead()
 
     def _settle(self, reason: str) -> None:
         """The listener closed the connection: its last confirmations, the rest on stderr."""
@@ -201,6 +195,16 @@ class Channel:
             self._discard()
             if ledger is not None:
                 ledger.close()
+
+
+def _check(ch: Channel) -> None:
+    """Read the confirmations that have come, on every connection still open."""
+    ch.unsettled.check_retired()
+    current = ch.ledger
+    if current is not None and not current.take(None):
+        ch._settle("the listener closed this process's connection")
+    elif ch.unsettled.dead:
+        ch.unsettled.show_dead()
 
 
 def _made(ledger: Any, key: _wire.StaticKey, record: logging.LogRecord) -> Tuple[Any, Any]:
@@ -254,22 +258,6 @@ def _numbered(
     return number, 0, body, body
 
 
-def _writable(sock: socket.socket, deadline: Optional[float]) -> bool:
-    """Whether ``sock`` can take a frame before ``deadline`` (``None``: as long as it takes)."""
-    if deadline is None:
-        if sock.gettimeout() is not None:
-            sock.settimeout(None)
-        return True
-    # Drop a record before any byte of it is out, while we can: the
-    # connection stays usable for the next one.
-    poller = _poll()  # not select(): descriptors may be > 1023
-    poller.register(sock, select.POLLOUT)
-    if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
-        return False
-    sock.settimeout(max(0.0, deadline - time.monotonic()))
-    return True
-
-
 def reentered(ch: Channel) -> bool:
     """Whether a call that holds ``ch``'s lock is suspended below the caller, in this thread.
 
@@ -310,7 +298,14 @@ def ask_levels(timeout: float) -> Optional[Tuple[Dict[str, int], int]]:
             if sock is None:
                 sock = ch.sock = ch._connect(timeout)
             sock.settimeout(timeout)
-            sock.sendall(_wire.HEADER.pack(len(_wire.LEVELS)) + _wire.LEVELS)
+            ask = _wire.HEADER.pack(len(_wire.LEVELS)) + _wire.LEVELS
+            ledger: Any = ch.ledger
+            if ledger.ring is None:
+                sock.sendall(ask)
+            elif ledger.ring.put(ask, time.monotonic() + timeout):
+                ledger.wake()  # whether or not it sleeps: this is rare
+            else:
+                raise socket.timeout("no room in the ring")
             (size,) = _wire.HEADER.unpack(_dial.recv_exactly(sock, _wire.HEADER.size))
             levels = _wire.parse_levels(_dial.recv_exactly(sock, size))
             sock.settimeout(None)
@@ -366,7 +361,7 @@ def check_at_exit() -> None:
     if not ch.lock.acquire(timeout=SETTLE_WAIT):
         return  # a thread stuck in a send: not this hook's to wait for
     try:
-        ch._check()
+        _check(ch)
     except Exception:
         pass
     finally:

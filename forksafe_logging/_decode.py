@@ -109,6 +109,29 @@ def fast_record(
     return record
 
 
+def fast_item(definitions: Dict[int, Tuple[str, Dict[str, Any]]], payload: bytes) -> Any:
+    """An ``F`` frame: its lines for the plans (a :data:`_plans.Fast`), or ``(route, record)``."""
+    head = fast_head(payload)
+    defined = definitions.get(head[3])
+    if defined is None:
+        raise Garbage("a fast record of an undefined number")
+    route, template = defined
+    if route:  # never sent so: only the top's logger tree has plans
+        return route, fast_record(template, head, payload)
+    if head[5] == 1:
+        (size,) = _PART(payload, _FIRST_LINE)
+        line = payload[_FIRST_LINE + 4 : _FIRST_LINE + 4 + size]
+        if len(line) != size:
+            raise Garbage("a fast record cut short")
+        lines: Tuple[Any, ...] = (line,)
+    else:
+        lines = tuple(fast_parts(payload, head[5])[0])
+    return (head[4], template, payload, lines, head[0])
+
+
+_FIRST_LINE = 1 + _wire.FAST_HEAD.size
+
+
 class Decoder:
     """The definitions one connection has made, and the frames that use them."""
 

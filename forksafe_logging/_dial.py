@@ -15,11 +15,12 @@ import socket
 import struct
 import time
 
-from forksafe_logging import _endpoint
+from forksafe_logging import _endpoint, _ring
 from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
+    import mmap
     from typing import Optional, Tuple
 
 # Bound when the package is imported: see _channel (gevent). The sleep too:
@@ -96,12 +97,15 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def dial(where: Tuple[int, bytes, str], timeout: Optional[float]) -> socket.socket:
+def dial(
+    where: Tuple[int, bytes, str], timeout: Optional[float]
+) -> Tuple[socket.socket, Optional[mmap.mmap]]:
     """A connection to the listener at ``where``, the handshake done (closed on failure).
 
-    ``timeout``: for the connection and each step of the handshake. A busy
-    listener accepts late: that is a slow listener, not a dead one, so the
-    wait is the caller's (``None``: wait).
+    With it, the ring the listener sent with its answer (:mod:`~forksafe_logging._ring`),
+    if it sent one. ``timeout``: for the connection and each step of the
+    handshake. A busy listener accepts late: that is a slow listener, not a
+    dead one, so the wait is the caller's (``None``: wait).
     """
     _, key, address = where
     with state.fd_lock:  # see there: a child forked now must not keep it
@@ -118,7 +122,7 @@ def dial(where: Tuple[int, bytes, str], timeout: Optional[float]) -> socket.sock
         # whoever took the name over after the top died does not. Nor
         # before the listener has taken the connection in: from then on, a
         # record of the top waits for this connection's records (_turns).
-        proof = recv_exactly(sock, _endpoint.CHALLENGE_SIZE)
+        proof, ring = _answer(sock)
         if not _endpoint.is_listener_proof(key, nonce, proof):
             raise PermissionError("the listener could not prove it holds the tree's key")
         # A deeper buffer means fewer waits and wake-ups when the listener
@@ -128,4 +132,35 @@ def dial(where: Tuple[int, bytes, str], timeout: Optional[float]) -> socket.sock
     except BaseException:
         _endpoint.close_listed(sock)
         raise
-    return sock
+    return sock, ring
+
+
+_FD = struct.Struct("i")
+
+
+def _answer(sock: socket.socket) -> Tuple[bytes, Optional[mmap.mmap]]:
+    """The listener's answer to the hello, and the ring that came with it, if one did.
+
+    Waited for outside ``state.fd_lock`` (which a fork waits for), taken
+    and mapped under it: a child forked in between must not keep the ring's
+    descriptor.
+    """
+    sock.recv(1, socket.MSG_PEEK)  # the wait, with the socket's timeout
+    ring = None
+    with state.fd_lock:
+        data, ancillary, _, _ = sock.recvmsg(
+            _endpoint.CHALLENGE_SIZE,
+            socket.CMSG_SPACE(_FD.size),
+            socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC,
+        )
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                whole = len(payload) - len(payload) % _FD.size
+                for (fd,) in _FD.iter_unpack(payload[:whole]):
+                    if ring is None:
+                        ring = _ring.open_received(fd)  # closes it
+                    else:
+                        os.close(fd)  # never sent so: one ring per connection
+    if not data:
+        raise ConnectionResetError("the listener closed the connection")
+    return data + recv_exactly(sock, _endpoint.CHALLENGE_SIZE - len(data)), ring

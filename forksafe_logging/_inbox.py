@@ -1,13 +1,14 @@
-"""The listener's connections: accepting them, their handshake, reading frames into records.
+"""The listener's connections: their handshake, reading frames into records.
 
-The listening socket and every connection are registered in the listener's
-selector; :class:`Door` takes new connections, :class:`Inbox` reads them. A new
-connection must open with a hello, a random nonce and its MAC keyed with
-the tree's secret key, within :data:`HANDSHAKE_TIMEOUT`; the listener
-answers with a MAC of the nonce keyed apart; then the connection carries frames
-(:mod:`forksafe_logging._wire`), which :meth:`Inbox.read` turns into records
-waiting in :attr:`Inbox.incoming` for the listener's round to order and
-dispatch them (:mod:`forksafe_logging._server`).
+Every connection is registered in the listener's selector; the
+:class:`~forksafe_logging._door.Door` takes new ones, :class:`Inbox` reads
+them. A new connection must open with a hello, a random nonce and its MAC
+keyed with the tree's secret key, within :data:`HANDSHAKE_TIMEOUT`; the
+listener answers with a MAC of the nonce keyed apart, and with a ring
+(:mod:`~forksafe_logging._ring`) where it can; then the ring, or else the
+connection, carries frames (:mod:`forksafe_logging._wire`), which
+:meth:`Inbox.read` turns into records waiting in :attr:`Inbox.incoming` for
+the listener's round to order and dispatch them (:mod:`forksafe_logging._server`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import selectors
 import socket
 import time
 
-from forksafe_logging import _decode, _endpoint, _reach, _turns, _wire
-from forksafe_logging._state import state
+from forksafe_logging import _decode, _endpoint, _reach, _ring, _turns, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -34,9 +34,6 @@ if TYPE_CHECKING:
 HANDSHAKE_TIMEOUT = 5.0
 #: ...and no more than this many wait at once: the oldest is closed first.
 MAX_PENDING = 64
-#: After accept() fails for want of descriptors, the listening socket is
-#: left alone this long: it stays readable, and retrying at once would spin.
-ACCEPT_PAUSE = 0.1
 _RECV_SIZE = 1 << 18
 #: How much one round reads from one connection at most: more than a
 #: sender's socket buffer holds (the channel asks for 1 MiB), so a round
@@ -56,6 +53,8 @@ class Connection:
         "decoder",
         "ended",
         "received",
+        "ring",
+        "ring_buffer",
         "sock",
     )
 
@@ -71,103 +70,10 @@ class Connection:
         self.confirmed = 0
         #: Read to its end: closed once what it carried is confirmed.
         self.ended = False
-
-
-class Door:
-    """Where connections come in: the listening socket, and the handshakes not answered yet.
-
-    Used by the listener thread only. ``selector`` is the listener's: the
-    door pauses the listening socket there while descriptors run out, and
-    hands each accepted connection to ``inbox``.
-    """
-
-    def __init__(
-        self,
-        listening: socket.socket,
-        selector: selectors.BaseSelector,
-        inbox: Inbox,
-        stats: Dict[str, int],
-    ) -> None:
-        self._listening = listening
-        self._selector = selector
-        self._inbox = inbox
-        self._stats = stats
-        #: While accepting is paused (see ACCEPT_PAUSE): when it resumes;
-        #: the listening socket is out of the selector meanwhile.
-        self._accept_resumes = 0.0
-
-    def next_deadline(self) -> Optional[float]:
-        """Seconds until a pending handshake expires or accepting resumes; None: no limit."""
-        deadlines = []
-        if self._inbox.pending:
-            deadlines.append(next(iter(self._inbox.pending)).deadline)
-        if self._accept_resumes:
-            deadlines.append(self._accept_resumes)
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - time.monotonic())
-
-    def expire(self) -> None:
-        """Close the handshakes past their deadline; resume a paused accept() when it is time."""
-        now = time.monotonic()
-        pending = self._inbox.pending
-        while pending:
-            oldest = next(iter(pending))
-            if oldest.deadline > now:
-                break
-            self._stats["handshake_timeouts"] += 1
-            self._inbox.close(oldest)
-        if self._accept_resumes and now >= self._accept_resumes:
-            self._accept_resumes = 0.0
-            self._selector.register(self._listening, selectors.EVENT_READ, None)
-
-    def stop_accepting(self) -> None:
-        """Take the listening socket out of the selector for good (the listener stops).
-
-        New connections wait in the backlog until the socket is closed. A
-        paused accept() is not resumed: the socket is out already.
-        """
-        if not self._accept_resumes:
-            self._selector.unregister(self._listening)
-        self._accept_resumes = 0.0
-
-    def accept(self) -> List[Connection]:
-        """Take every connection waiting in the backlog; each must send its hello.
-
-        Returns the connections taken: their senders sent the hello as they
-        connected, so it is read in the same round (one wake-up less before
-        the sender's first record).
-        """
-        taken: List[Connection] = []
-        while True:
-            with state.fd_lock:
-                try:
-                    sock, _ = self._listening.accept()
-                except (BlockingIOError, InterruptedError):  # none left
-                    return taken
-                except OSError:
-                    # Out of descriptors (EMFILE) or memory: the connection
-                    # stays in the backlog, and the socket stays readable.
-                    self._stats["accept_errors"] += 1
-                    self._selector.unregister(self._listening)
-                    self._accept_resumes = time.monotonic() + ACCEPT_PAUSE
-                    return taken
-                state.child_closes.append(sock.fileno())
-            try:
-                sock.setblocking(False)
-            except OSError:
-                _endpoint.close_listed(sock)
-                continue
-            inbox = self._inbox
-            conn = Connection(sock)
-            inbox.connections[sock.fileno()] = conn
-            self._selector.register(sock, selectors.EVENT_READ, conn)
-            inbox.pending[conn] = None
-            if len(inbox.pending) > MAX_PENDING:
-                self._stats["handshakes_refused"] += 1
-                inbox.close(next(iter(inbox.pending)))
-            self._stats["connections"] += 1
-            taken.append(conn)
+        #: Where its frames come, if it was given a ring (_ring); the
+        #: socket then brings only wake-up frames, and the sender's end.
+        self.ring: Optional[_ring.Reader] = None
+        self.ring_buffer = bytearray()
 
 
 class Inbox:
@@ -201,12 +107,19 @@ class Inbox:
         #: Connections read to their end, not closed yet (the listener
         #: closes each once its records are handled and confirmed).
         self.ending: List[Connection] = []
+        #: Whether new connections get a ring; those that have one.
+        self.rings_on = _ring.supported()
+        self.ringed: Dict[Connection, None] = {}
 
     def close(self, conn: Connection) -> None:
         """Forget ``conn`` everywhere it is registered, and close its socket."""
         fd = conn.sock.fileno()
         if conn.authenticated and fd >= 0:
             self._turns.unwatch(fd)
+        if conn.ring is not None:
+            self.ringed.pop(conn, None)
+            self._turns.rings = tuple(c.ring for c in self.ringed)  # type: ignore[misc]
+            conn.ring.close()
         self.connections.pop(fd, None)
         self.pending.pop(conn, None)
         try:
@@ -238,19 +151,13 @@ class Inbox:
             except OSError:
                 got = 0
             if not got:
-                if conn.buffer:
-                    # The sender died, or gave up, in the middle of a frame.
-                    self._stats["truncated"] += 1
-                    conn.buffer.clear()
-                conn.ended = True
-                self.ending.append(conn)
-                try:
-                    self._selector.unregister(conn.sock)  # else readable in every round
-                except (KeyError, ValueError):
-                    pass
+                # The sender died or gave up: what it committed to its ring
+                # is all there, and read first.
+                if conn.ring is None or take_ring(self, conn):
+                    _end(self, conn)
                 return False
             conn.buffer += into[:got]
-            if not self._parse(conn):
+            if not self._parse(conn, conn.buffer):
                 self.close(conn)
                 return False
             # A short read emptied the queue as it was when it began.
@@ -260,9 +167,12 @@ class Inbox:
             if taken >= _ROUND_LIMIT:
                 return True
 
-    def _parse(self, conn: Connection) -> bool:
-        """Handle every whole frame in ``conn.buffer``; False to drop the connection."""
-        buf = conn.buffer
+    def _parse(self, conn: Connection, buf: bytearray) -> bool:
+        """Handle every whole frame in ``buf`` (``conn``'s socket's or ring's); False: drop it.
+
+        The two streams are parsed apart: a sender writes its frames to one
+        of them only (the socket then brings wake-up frames).
+        """
         pos = 0
         if not conn.authenticated:
             if len(buf) < _endpoint.HELLO_SIZE:
@@ -285,17 +195,18 @@ class Inbox:
                 end = pos + 4 + length
                 if end > size:
                     break
-                if length == 1 and buf[pos + 4] == _LEVELS_TAG:
+                if length == 1 and buf[pos + 4] in _ONE_BYTE_TAGS:
                     pos = end
-                    _send_levels(conn)
-                    continue
+                    if buf[end - 1] == _LEVELS_TAG:
+                        _send_levels(conn)
+                    continue  # a wake-up frame woke the listener: that is all
                 decoded: Optional[Tuple[str, Any]]
                 try:
                     payload = view[pos + 4 : end].tobytes()
                     if buf[pos + 4] == _FAST_TAG:
                         # The fast path's hot loop: the head and the line
                         # are all the listener reads (see _plans).
-                        fast = _fast(definitions, payload)
+                        fast = _decode.fast_item(definitions, payload)
                         if fast.__class__ is tuple:
                             pos = end
                             conn.received += 1
@@ -314,6 +225,34 @@ class Inbox:
         if pos:
             del buf[:pos]
         return True
+
+
+def _end(inbox: Inbox, conn: Connection) -> None:
+    """``conn`` was read to its end: kept until its records are handled and confirmed."""
+    if conn.buffer or conn.ring_buffer:
+        # The sender died, or gave up, in the middle of a frame.
+        inbox._stats["truncated"] += 1
+        conn.buffer.clear()
+        conn.ring_buffer.clear()
+    conn.ended = True
+    inbox.ending.append(conn)
+    try:
+        inbox._selector.unregister(conn.sock)  # else readable in every round
+    except (KeyError, ValueError):
+        pass
+
+
+def take_ring(inbox: Inbox, conn: Connection) -> bool:
+    """Parse what ``conn``'s sender committed to its ring; False: dropped."""
+    buf = conn.ring_buffer
+    if not conn.ring.take(buf):  # type: ignore[union-attr]
+        inbox._stats["garbage"] += 1
+        inbox.close(conn)
+        return False
+    if buf and not inbox._parse(conn, buf):
+        inbox.close(conn)
+        return False
+    return True
 
 
 def _took(
@@ -337,40 +276,29 @@ def _hello(inbox: Inbox, conn: Connection) -> bool:
     # Watched before the answer goes (see Turns.watch).
     conn.authenticated = True
     inbox._turns.watch(conn.sock.fileno())
+    answer = _endpoint.listener_answer(inbox._key, nonce)
     try:
         # Fits: nothing else was ever sent on this socket.
-        conn.sock.send(_endpoint.listener_answer(inbox._key, nonce))
+        if inbox.rings_on:
+            _ring.answer(conn.sock, answer, lambda ring: _ringed(inbox, conn, ring))
+        else:
+            conn.sock.send(answer)
     except OSError:
         return False
     inbox.pending.pop(conn, None)
     return True
 
 
-def _fast(definitions: Dict[int, Tuple[str, Dict[str, Any]]], payload: bytes) -> Any:
-    """An ``F`` frame: its lines for the plans (a :data:`_plans.Fast`), or ``(route, record)``."""
-    head = _decode.fast_head(payload)
-    defined = definitions.get(head[3])
-    if defined is None:
-        raise _decode.Garbage("a fast record of an undefined number")
-    route, template = defined
-    if route:  # never sent so: only the top's logger tree has plans
-        return route, _decode.fast_record(template, head, payload)
-    if head[5] == 1:
-        (size,) = _PART(payload, _FIRST_LINE)
-        line = payload[_FIRST_LINE + 4 : _FIRST_LINE + 4 + size]
-        if len(line) != size:
-            raise _decode.Garbage("a fast record cut short")
-        lines: Tuple[Any, ...] = (line,)
-    else:
-        lines = tuple(_decode.fast_parts(payload, head[5])[0])
-    return (head[4], template, payload, lines, head[0])
-
-
-_PART = _wire.PART.unpack_from
-_FIRST_LINE = 1 + _wire.FAST_HEAD.size
+def _ringed(inbox: Inbox, conn: Connection, ring: _ring.Reader) -> None:
+    """``conn`` gets ``ring``: read in every round, and looked at by the top's records (_turns)."""
+    conn.ring = ring
+    inbox.ringed[conn] = None
+    inbox._stats["rings"] += 1
+    inbox._turns.rings = tuple(c.ring for c in inbox.ringed)  # type: ignore[misc]
 
 
 _LEVELS_TAG = _wire.LEVELS[0]
+_ONE_BYTE_TAGS = (_LEVELS_TAG, _wire.WAKE[0])
 _FAST_TAG = ord("F")
 
 

@@ -20,6 +20,7 @@ import time
 
 from forksafe_logging import (
     _compat,
+    _door,
     _endpoint,
     _fork_warning,
     _inbox,
@@ -82,12 +83,13 @@ class Server:
             "order_waits_expired": 0,
             "fast_records": 0,
             "plans_withdrawn": 0,
+            "rings": 0,
         }
         self.router = _router.Router(self.stats)
         #: Whether the top's own records wait for this listener's rounds.
         self.turns = _turns.Turns(self._catch_up, self.stats)
         self._inbox = _inbox.Inbox(self._selector, self.key, self.stats, self.turns)
-        self._door = _inbox.Door(self._listening, self._selector, self._inbox, self.stats)
+        self._door = _door.Door(self._listening, self._selector, self._inbox, self.stats)
         #: The fast path's plans (see _plans).
         self.plans = _plans.Plans(self.stats, self.router.dispatch)
         self.plans.enabled = _settings.fast_path()

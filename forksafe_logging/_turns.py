@@ -21,7 +21,7 @@ from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 #: How long a record of the top waits at most for the listener to handle
 #: what children sent before it (:meth:`Turns.wait_turn`).
@@ -86,6 +86,9 @@ class Turns:
         self._stalled = False
         #: See :meth:`set_order_wait`.
         self.order_wait = ORDER_WAIT
+        #: The connections' rings (_ring.Reader), replaced whole by the
+        #: listener as they come and go.
+        self.rings: Tuple[Any, ...] = ()
 
     # -- written by the listener thread ---------------------------------------
 
@@ -136,9 +139,14 @@ class Turns:
         # connection with data, the listener had read that record already,
         # and it is dispatched unless the listener is still busy.
         try:
-            behind = self._peek(0, 1)
+            behind = bool(self._peek(0, 1))
         except (OSError, ValueError):
             return  # closed by stop() meanwhile: the listener is gone
+        if not behind:
+            for ring in self.rings:  # committed there before now, as in a socket
+                if ring.behind():
+                    behind = True
+                    break
         if not behind and not self.busy:
             return
         if self.pid != os.getpid():

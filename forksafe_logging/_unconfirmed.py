@@ -14,17 +14,25 @@ import socket
 import sys
 import time
 
-from forksafe_logging import _decode, _endpoint, _lines, _streams, _wire
+from forksafe_logging import _decode, _endpoint, _lines, _ring, _streams, _wire
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
     import logging
+    import mmap
     from typing import Callable, Deque, List, Optional, Tuple
 
     _Kept = Tuple[int, _wire.StaticKey, int, bytes, Callable[[logging.LogRecord], str]]
 
 # Bound when the package is imported, as in _channel (gevent patches later).
 _poll = select.poll
+_monotonic = time.monotonic
+#: A sender with a ring looks for the listener's hang-up (a system call)
+#: before a record only if it has not looked for this long: a record
+#: committed to the ring of a listener that died less than this before is
+#: kept unconfirmed, and shown on stderr at the next look (a send to a
+#: dead socket would have failed at once).
+HANGUP_EVERY = 0.001
 #: What a sender looks at in one go: a notice fits whole.
 _PEEK = _wire.MAX_NOTICE + 4096
 
@@ -47,9 +55,21 @@ class Ledger:
     stderr, so that no record whose logging call returned is lost uncounted.
     """
 
-    __slots__ = ("announced", "pinned", "plans", "poller", "reason", "records", "sent", "sock")
+    __slots__ = (
+        "announced",
+        "hangup",
+        "looked",
+        "pinned",
+        "plans",
+        "poller",
+        "reason",
+        "records",
+        "ring",
+        "sent",
+        "sock",
+    )
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, ring: Optional[mmap.mmap] = None) -> None:
         self.sock = sock
         # A forked child closes its copy by number, as it does the
         # listener's (see state.child_closes), and this object, which the
@@ -70,6 +90,27 @@ class Ledger:
         #: The fast path's plans the listener offered on this connection
         #: (see _lines), by logger name and level.
         self.plans: _lines.Plans = {}
+        #: Where the connection's frames go, if the listener gave it a ring.
+        self.ring = None if ring is None else _ring.Writer(ring, self._news, self.wake)
+        #: Asks for no event: poll() reports the hang-up (or error) alone.
+        self.hangup = _poll()
+        self.hangup.register(sock, 0)
+        #: When the hang-up was last looked for (see HANGUP_EVERY).
+        self.looked = 0.0
+
+    def wake(self) -> None:
+        """Tell a sleeping listener the ring has bytes for it (``BrokenPipeError``: gone)."""
+        try:
+            sent = self.sock.send(_wire.WAKE_FRAME, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return  # full of wake-ups the listener has not read: it will
+        if sent < len(_wire.WAKE_FRAME):  # never seen: a frame this small goes whole
+            self.sock.sendall(_wire.WAKE_FRAME[sent:])
+
+    def _news(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for what the listener sends; ``BrokenPipeError`` at its end."""
+        if self.poller.poll(seconds * 1000) and not self.take(None):
+            raise BrokenPipeError("the listener closed this process's connection")
 
     def take(self, until: Optional[float]) -> bool:
         """Forget the records the listener has confirmed; False once the connection has ended.
@@ -149,6 +190,52 @@ class Ledger:
     def close(self) -> None:
         _endpoint.close_listed(self.sock)
         self.pinned.clear()
+
+
+def put(ledger: Ledger, data: bytes, deadline: Optional[float]) -> bool:
+    """Send ``data`` (ring or socket); False if dropped at ``deadline``, none of it out.
+
+    ``BrokenPipeError`` if the listener has closed the connection (none
+    of it out); ``socket.timeout`` if the deadline came with part of it out.
+    """
+    ring = ledger.ring
+    if ring is None:
+        if not _writable(ledger.sock, deadline):
+            return False
+        ledger.sock.sendall(data)
+        return True
+    now = _monotonic()
+    if now - ledger.looked >= HANGUP_EVERY:
+        ledger.looked = now
+        if ledger.hangup.poll(0):
+            # As a socket's send would fail: the listener stopped or died.
+            raise BrokenPipeError("the listener closed this process's connection")
+    return ring.put(data, deadline)
+
+
+def committed(ledger: Ledger) -> bool:
+    """After :func:`put`: wake a sleeping listener; False if it stopped reading the ring.
+
+    ``BrokenPipeError`` if it stopped before it took the record just put
+    (it dropped the connection): the record is not the listener's, and goes
+    again, as after a socket's failed send.
+    """
+    ring = ledger.ring
+    if ring is None:
+        return True
+    flag = ring.look()
+    if flag == _ring.IDLE:
+        try:
+            ledger.wake()
+        except (BrokenPipeError, ConnectionResetError):
+            # A listener closes the ring before the socket; one that died
+            # closed neither, and writes nothing more: R is final too.
+            flag = ring.look()
+            if flag in (_ring.BUSY, _ring.IDLE):
+                flag = _ring.CLOSED
+    if flag == _ring.CLOSED and ring.untaken():
+        raise BrokenPipeError("the listener closed this process's connection")
+    return flag in (_ring.BUSY, _ring.IDLE)
 
 
 #: When its connection breaks, a sender waits this long at most for the
@@ -234,3 +321,19 @@ def stderr_write(text: str) -> None:
             stream.flush()
     except Exception:
         pass
+
+
+def _writable(sock: socket.socket, deadline: Optional[float]) -> bool:
+    """Whether ``sock`` can take a frame before ``deadline`` (``None``: as long as it takes)."""
+    if deadline is None:
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)
+        return True
+    # Drop a record before any byte of it is out, while we can: the
+    # connection stays usable for the next one.
+    poller = _poll()  # not select(): descriptors may be > 1023
+    poller.register(sock, select.POLLOUT)
+    if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+        return False
+    sock.settimeout(max(0.0, deadline - time.monotonic()))
+    return True

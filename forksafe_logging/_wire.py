@@ -67,6 +67,11 @@ ABSENT = 0xFFFFFFFF
 #: A frame with only this tag asks the listener for the top's logger levels,
 #: before any record: it answers with :func:`levels_message`.
 LEVELS = b"L"
+#: A frame with only this tag is a sender's wake-up, on its socket, for a
+#: listener asleep while the sender writes to its ring (_ring): nothing else.
+WAKE = b"W"
+#: The whole wake-up frame.
+WAKE_FRAME = HEADER.pack(1) + WAKE
 #: Frames larger than this are refused as garbage (a 10 MB message fits).
 MAX_FRAME = 256 * 1024 * 1024
 

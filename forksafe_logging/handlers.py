@@ -264,11 +264,14 @@ class QueueListener:
         processes had sent before it: a handler is stuck); ``fast_records``
         (of ``records``, those whose lines their sender formatted: see
         :ref:`the fast path <fast-path>`); ``plans_withdrawn`` (fast-path
-        plans found out of date by a change of the configuration).
+        plans found out of date by a change of the configuration); ``rings``
+        (connections given a ring to write their records to: see
+        :ref:`the ring <ring>`).
 
         .. versionchanged:: 0.4.0
            ``handshake_timeouts``, ``handshakes_refused``, ``accept_errors``,
-           ``order_waits_expired``, ``fast_records``, ``plans_withdrawn``.
+           ``order_waits_expired``, ``fast_records``, ``plans_withdrawn``,
+           ``rings``.
         """
         return dict(self._server.stats)
 

@@ -24,7 +24,7 @@ LAYERS: List[Set[str]] = [
     {"_state"},  # the process-wide state: every layer may read and write it
     # Pure helpers, importing nothing of the package but the state.
     {"_compat", "_settings", "_streams", "_wire", "_order", "_peers", "_structlog_locks",
-     "_endpoint", "_article", "_hazard", "_requests", "_targets", "_frames"},
+     "_endpoint", "_article", "_hazard", "_requests", "_targets", "_frames", "_ring"},
     # Frames read back into records (the top); lines formatted for the fast path (a sender).
     {"_decode", "_lines", "_reproducible"},
     # Walking the logging configuration; dispatching a child's record; what a
@@ -36,7 +36,7 @@ LAYERS: List[Set[str]] = [
     # the listener's connections: accept, handshake, frames read into records;
     # its rounds: dispatch in order, confirm
     {"_inbox", "_rounds"},
-    {"_loop"},  # the listener thread's rounds, and its last one
+    {"_loop", "_door"},  # the listener thread's rounds, and its last one; accepting
     {"_server"},  # the listener: its parts, its thread's start, its lifetime
     {"_tree", "_detect"},  # which tree this process belongs to; fork-hazard detectors
     {"_channel"},  # a sender's connection to the listener

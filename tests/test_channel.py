@@ -89,20 +89,22 @@ def work(interrupted):
     log = logging.getLogger("flood")
     where = None
     for attempt in range(50):
-        # The listener is held in Stuck: the socket's buffers fill and a
-        # send blocks part-way through a frame, where the alarm finds it.
+        # The listener is held in Stuck: the socket's buffers, or the ring
+        # (1 MiB), fill and a send blocks part-way through a frame larger
+        # than either, where the alarm finds it.
         signal.setitimer(signal.ITIMER_REAL, 0.5)
         try:
             while True:
-                log.info("%s", "z" * 100000)
+                log.info("%s", "z" * (3 << 20))
         except Interrupted as exc:
             names = []
             tb = exc.__traceback__
             while tb is not None:
                 names.append(tb.tb_frame.f_code.co_name)
                 tb = tb.tb_next
-            # Raised where the channel was blocked sending (sendall).
-            if names[-1] == "on_alarm" and names[-2] in ("send", "_send"):
+            # Raised where the channel was blocked sending: in sendall(), or
+            # waiting for room in the ring (_news polls the socket).
+            if names[-1] == "on_alarm" and names[-2] in ("send", "_send", "_news"):
                 where = "send"
                 break
     interrupted.set()
