@@ -15,6 +15,9 @@ the time runs from the workers' start until every record is in the file.
   records take the fast path: the workers format the lines, the top writes).
 - ``forksafe-record``: the same with ``FORKSAFE_LOGGING_FAST_PATH=0``: the
   top rebuilds and formats every record.
+- ``forksafe-socket``: ``forksafe`` with ``FORKSAFE_LOGGING_RING=0``: each
+  record goes down the worker's socket (one ``send()`` each) instead of into
+  the ring the top shares with it.
 - ``cookbook``: the logging cookbook's recipe, a ``multiprocessing.Queue``
   with the stdlib ``QueueHandler`` in workers and a ``QueueListener`` in
   the parent: the bar is 2x of this.
@@ -29,7 +32,7 @@ are counted). Beside the rate, the CPU time of the top process per record
 writes.
 
 Caller cost: the time of one ``log.info("user %s did %s in %.3f ms", ...)``
-in a worker, for ``forksafe`` and ``forksafe-record`` (sending to the
+in a worker, for the three ``forksafe`` variants (sending to the
 listener, whose handler writes to ``/dev/null``) against the stdlib
 ``QueueHandler`` putting to an in-process ``queue.Queue``.
 
@@ -125,6 +128,12 @@ def throughput_forksafe_record(path: str, method: str, total: int) -> Measured:
     return throughput_forksafe(path, method, total)
 
 
+def throughput_forksafe_socket(path: str, method: str, total: int) -> Measured:
+    """``forksafe`` with no ring: one ``send()`` per record."""
+    os.environ["FORKSAFE_LOGGING_RING"] = "0"
+    return throughput_forksafe(path, method, total)
+
+
 def _cookbook_worker(n: int, q: Any) -> None:
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(q)]
@@ -184,6 +193,7 @@ THROUGHPUT: Dict[str, Callable[[str, str, int], Measured]] = {
     "direct": throughput_direct,
     "forksafe": throughput_forksafe,
     "forksafe-record": throughput_forksafe_record,
+    "forksafe-socket": throughput_forksafe_socket,
     "cookbook": throughput_cookbook,
     "loguru": throughput_loguru,
     "mplogging": throughput_mplogging,
@@ -210,6 +220,8 @@ def caller_cost(variant: str, method: str) -> float:
 
     if variant == "forksafe-record":
         os.environ["FORKSAFE_LOGGING_FAST_PATH"] = "0"
+    if variant == "forksafe-socket":
+        os.environ["FORKSAFE_LOGGING_RING"] = "0"
     if variant.startswith("forksafe"):
         # The top writes to /dev/null, so the caller is not measuring the
         # disk: what it waits on is its own send.
@@ -265,17 +277,30 @@ def _measure(method: str, records: int, rounds: int, results: Dict[str, Any]) ->
     print("\nthroughput, start method %s (records/s, median of rounds):" % method)
     for variant, rate in rates.items():
         print("  %-16s %9.0f" % (variant, rate))
-    for name in ("forksafe", "forksafe-record"):
+    for name in ("forksafe", "forksafe-socket", "forksafe-record"):
         if name not in rates:
             continue
-        for base in ("direct", "cookbook", "loguru", "mplogging", "baseline", "forksafe-record"):
+        for base in (
+            "direct",
+            "cookbook",
+            "loguru",
+            "mplogging",
+            "baseline",
+            "forksafe-socket",
+            "forksafe-record",
+        ):
             if base in rates and base != name:
                 print("  %s / %-9s %.2fx" % (name, base, rates[name] / rates[base]))
     print("CPU of the top process per record (us, median of rounds; direct: the one process):")
     for variant, per in top_cpu.items():
         ratio = " (%.2fx direct)" % (per / top_cpu["direct"]) if "direct" in top_cpu else ""
         print("  %-16s %6.2f%s" % (variant, per * 1e6, ratio))
-    costs: Dict[str, List[float]] = {"stdlib": [], "forksafe": [], "forksafe-record": []}
+    costs: Dict[str, List[float]] = {
+        "stdlib": [],
+        "forksafe": [],
+        "forksafe-record": [],
+        "forksafe-socket": [],
+    }
     if _baseline:
         costs["baseline"] = []
     for _ in range(rounds):
@@ -288,7 +313,7 @@ def _measure(method: str, records: int, rounds: int, results: Dict[str, Any]) ->
     print("caller cost of one log.info(...) in a worker, start method %s:" % method)
     for variant, cost in medians.items():
         print("  %-16s %6.2f us" % (variant, cost * 1e6))
-    for name in ("forksafe", "forksafe-record", "baseline"):
+    for name in ("forksafe", "forksafe-socket", "forksafe-record", "baseline"):
         if name in medians and "stdlib" in medians:
             print("  %s / stdlib QueueHandler  %.2fx" % (name, medians[name] / medians["stdlib"]))
 

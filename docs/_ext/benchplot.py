@@ -17,6 +17,7 @@ LABELS = {
     "direct": "one process, FileHandler",
     "forksafe": "forksafe_logging",
     "forksafe-record": "forksafe_logging, no fast path",
+    "forksafe-socket": "forksafe_logging, no ring",
     "cookbook": "cookbook (mp.Queue)",
     "loguru": "loguru enqueue=True",
     "mplogging": "multiprocessing-logging",
