@@ -179,6 +179,8 @@ def dropped(sock):
     sock.settimeout(10)
     try:
         return sock.recv(1) == b""  # the listener closed it
+    except ConnectionResetError:
+        return True  # closed it with the wake-up frame unread
     finally:
         sock.close()
 
