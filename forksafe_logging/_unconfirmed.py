@@ -26,13 +26,6 @@ if TYPE_CHECKING:
 
 # Bound when the package is imported, as in _channel (gevent patches later).
 _poll = select.poll
-_monotonic = time.monotonic
-#: A sender with a ring looks for the listener's hang-up (a system call)
-#: before a record only if it has not looked for this long: a record
-#: committed to the ring of a listener that died less than this before is
-#: kept unconfirmed, and shown on stderr at the next look (a send to a
-#: dead socket would have failed at once).
-HANGUP_EVERY = 0.001
 #: What a sender looks at in one go: a notice fits whole.
 _PEEK = _wire.MAX_NOTICE + 4096
 
@@ -58,7 +51,6 @@ class Ledger:
     __slots__ = (
         "announced",
         "hangup",
-        "looked",
         "pinned",
         "plans",
         "poller",
@@ -95,8 +87,6 @@ class Ledger:
         #: Asks for no event: poll() reports the hang-up (or error) alone.
         self.hangup = _poll()
         self.hangup.register(sock, 0)
-        #: When the hang-up was last looked for (see HANGUP_EVERY).
-        self.looked = 0.0
 
     def wake(self) -> None:
         """Tell a sleeping listener the ring has bytes for it (``BrokenPipeError``: gone)."""
@@ -204,12 +194,13 @@ def put(ledger: Ledger, data: bytes, deadline: Optional[float]) -> bool:
             return False
         ledger.sock.sendall(data)
         return True
-    now = _monotonic()
-    if now - ledger.looked >= HANGUP_EVERY:
-        ledger.looked = now
-        if ledger.hangup.poll(0):
-            # As a socket's send would fail: the listener stopped or died.
-            raise BrokenPipeError("the listener closed this process's connection")
+    # Before every record, as a socket's send would fail at once: a
+    # listener that stopped or died has closed the socket (one poll(), half
+    # a microsecond). Looked for less often, a record committed to a dead
+    # top's ring by a process that then ended with os._exit() would take
+    # the unconfirmed ones before it with it, unshown.
+    if ledger.hangup.poll(0):
+        raise BrokenPipeError("the listener closed this process's connection")
     return ring.put(data, deadline)
 
 
