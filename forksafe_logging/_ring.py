@@ -5,9 +5,11 @@ The listener makes one per authenticated connection (an anonymous file,
 handshake's answer) and from then on the sender writes the bytes its socket
 would have carried into the ring instead: a record is in memory the top
 holds when its logging call returns, so a SIGKILL of the sender right after
-loses nothing, and no system call is made per record. The socket stays, for
-what else it did: the listener's answers and confirmations, the sender's
-end (its death closes it), and a wake-up byte when the listener sleeps.
+loses nothing, and the record is not copied through the kernel (the
+sender's one system call per record is a look for the socket's hang-up, see
+_unconfirmed.put). The socket stays, for what else it did: the listener's
+answers and confirmations, the sender's end (its death closes it), and a
+wake-up frame when the listener sleeps.
 
 Layout: three 8-byte words, each on its own cache line, then the data.
 ``W`` is how many bytes the sender has committed (written by the sender
