@@ -31,6 +31,7 @@ Elsewhere (other machines), no ring: the socket carries everything.
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import socket
@@ -79,8 +80,8 @@ def supported() -> bool:
     """Whether the listener of this process may hand out rings."""
     if os.environ.get(_SWITCH, "1") == "0":
         return False
-    if not hasattr(os, "memfd_create") or not hasattr(socket, "CMSG_SPACE"):
-        return False
+    if not hasattr(os, "memfd_create") or not hasattr(fcntl, "F_ADD_SEALS"):
+        return False  # F_ADD_SEALS: 3.9+ on Linux
     return os.uname().machine in _MACHINES
 
 
@@ -89,9 +90,17 @@ def create() -> Tuple[int, mmap.mmap]:
 
     ``OSError`` if the machine has no room for it.
     """
-    fd = os.memfd_create("forksafe-logging-ring", os.MFD_CLOEXEC)  # type: ignore[attr-defined]
+    fd = os.memfd_create(  # type: ignore[attr-defined]
+        "forksafe-logging-ring",
+        os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING,  # type: ignore[attr-defined]
+    )
     try:
         os.ftruncate(fd, TOTAL_SIZE)
+        # Sealed at its size: a sender that shrank the file would make the
+        # top's next look at the ring a SIGBUS, and kill it.
+        fcntl.fcntl(
+            fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+        )
         return fd, mmap.mmap(fd, TOTAL_SIZE)
     except BaseException:
         os.close(fd)

@@ -109,6 +109,9 @@ def work(go):
     log.info("first")
     go.recv()
     log.info("second")
+    # Alive until the parent has looked: its end would make the listener
+    # read the ring without being woken.
+    go.recv()
 
 def in_file(text, seconds):
     # Not lines(): its flush() would wake the listener itself.
@@ -139,6 +142,7 @@ if __name__ == "__main__":
     slept = asleep(60)
     go.send("go")
     second = in_file("|w|second", 30)
+    go.send("done")
     p.join(60)
     report(first=first, slept=slept, second=second, exitcode=p.exitcode,
            rings=forksafe_logging.QueueListener().stats()["rings"])
@@ -220,6 +224,26 @@ def reads_its_own_count():
     finally:
         sock.close()
 
+def shrunk():
+    # The file is sealed at its size: shrinking it (which would make the
+    # top's next look at the ring a SIGBUS, killing it) is refused.
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(listener.address)
+    nonce = os.urandom(32)
+    sock.sendall(nonce + _endpoint.answer(secret, nonce))
+    data, ancillary, _, _ = sock.recvmsg(32, socket.CMSG_SPACE(4))
+    (fd,) = struct.unpack("i", ancillary[0][2][:4])
+    try:
+        os.ftruncate(fd, 0)
+        refused = False
+    except PermissionError:
+        refused = True
+    os.close(fd)
+    sock.sendall(_wire.WAKE_FRAME)
+    listener.flush(10)  # the listener looks at every ring: alive after it
+    sock.close()
+    return refused
+
 def child_logs():
     logging.getLogger("good").info("still served")
 
@@ -232,6 +256,7 @@ if __name__ == "__main__":
         "backwards": backwards(),
         "garbage": garbage(),
         "its own R": reads_its_own_count(),
+        "shrunk": shrunk(),
     }
     p = multiprocessing.get_context(sys.argv[2]).Process(target=child_logs, name="child")
     p.start()
@@ -252,6 +277,7 @@ if __name__ == "__main__":
             "backwards": True,
             "garbage": True,
             "its own R": True,
+            "shrunk": True,
         }
         assert facts["stats"]["garbage"] == 3
         assert facts["got"] == ["child|good|still served"]
