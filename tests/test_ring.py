@@ -166,7 +166,7 @@ class TestHostileRing:
 import mmap, socket, struct
 from forksafe_logging import _endpoint, _ring, _wire
 
-def connect():
+def handshake():
     # A process that holds the key, as a sender's code does, and misuses its ring.
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(listener.address)
@@ -174,6 +174,10 @@ def connect():
     sock.sendall(nonce + _endpoint.answer(secret, nonce))
     data, ancillary, _, _ = sock.recvmsg(32, socket.CMSG_SPACE(4))
     (fd,) = struct.unpack("i", ancillary[0][2][:4])
+    return sock, fd
+
+def connect():
+    sock, fd = handshake()
     ring = mmap.mmap(fd, _ring.TOTAL_SIZE)
     os.close(fd)
     return sock, ring, memoryview(ring)[:4096].cast("Q")
@@ -227,12 +231,7 @@ def reads_its_own_count():
 def shrunk():
     # The file is sealed at its size: shrinking it (which would make the
     # top's next look at the ring a SIGBUS, killing it) is refused.
-    sock = socket.socket(socket.AF_UNIX)
-    sock.connect(listener.address)
-    nonce = os.urandom(32)
-    sock.sendall(nonce + _endpoint.answer(secret, nonce))
-    data, ancillary, _, _ = sock.recvmsg(32, socket.CMSG_SPACE(4))
-    (fd,) = struct.unpack("i", ancillary[0][2][:4])
+    sock, fd = handshake()
     try:
         os.ftruncate(fd, 0)
         refused = False
