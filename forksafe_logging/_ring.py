@@ -210,7 +210,7 @@ class Reader:
         self._view.release()
         try:
             self._map.close()
-        except BufferError:  # another thread is in behind(): the collector unmaps it
+        except BufferError:  # a view still exported (none known): the collector unmaps it
             pass
 
 
