@@ -41,6 +41,7 @@ from forksafe_logging import (
     _forward,
     _reach,
     _repair,
+    _ring,
     _server,
     _settings,
     _structlog_locks,
@@ -61,6 +62,7 @@ _get_ident = threading.get_ident
 _modules = sys.modules
 _warnings = warnings
 _switch = _forward._switch
+_rings_mapped = _ring.mapped
 _rewire_then_call_handlers = _forward._rewire_then_call_handlers
 
 
@@ -267,6 +269,8 @@ def after_fork_in_child() -> None:
             except OSError:
                 pass
         del fds[:]
+    if _rings_mapped:  # the parent's connections' rings: see _ring.mapped
+        _ring.unmap_inherited()
 
     settings = state.settings
     if settings is None:

@@ -111,6 +111,7 @@ def dial(
     with state.fd_lock:  # see there: a child forked now must not keep it
         sock = _Socket(socket.AF_UNIX, socket.SOCK_STREAM)
         state.child_closes.append(sock.fileno())
+    ring_fd: Optional[int] = None
     try:
         sock.settimeout(timeout)
         sock.connect(address)
@@ -122,9 +123,11 @@ def dial(
         # whoever took the name over after the top died does not. Nor
         # before the listener has taken the connection in: from then on, a
         # record of the top waits for this connection's records (_turns).
-        proof, ring = _answer(sock)
+        # Nor is what came with the answer mapped before.
+        proof, ring_fd = _answer(sock)
         if not _endpoint.is_listener_proof(key, nonce, proof):
             raise PermissionError("the listener could not prove it holds the tree's key")
+        ring = None if ring_fd is None else _ring.open_received(ring_fd)
         # A deeper buffer means fewer waits and wake-ups when the listener
         # is momentarily behind (measured: ~10% more throughput with four
         # workers on two cores). The kernel caps it at net.core.wmem_max.
@@ -132,21 +135,24 @@ def dial(
     except BaseException:
         _endpoint.close_listed(sock)
         raise
+    finally:
+        if ring_fd is not None:
+            _endpoint.close_listed_fd(ring_fd)
     return sock, ring
 
 
 _FD = struct.Struct("i")
 
 
-def _answer(sock: socket.socket) -> Tuple[bytes, Optional[mmap.mmap]]:
-    """The listener's answer to the hello, and the ring that came with it, if one did.
+def _answer(sock: socket.socket) -> Tuple[bytes, Optional[int]]:
+    """The listener's answer to the hello, and the ring's descriptor that came with it, if one did.
 
-    Waited for outside ``state.fd_lock`` (which a fork waits for), taken
-    and mapped under it: a child forked in between must not keep the ring's
-    descriptor.
+    Waited for outside ``state.fd_lock`` (which a fork waits for), received
+    under it and listed in ``state.child_closes``: a child forked before
+    the caller closes it must not keep the ring alive. Closed here on failure.
     """
     sock.recv(1, socket.MSG_PEEK)  # the wait, with the socket's timeout
-    ring = None
+    ring_fd = None
     with state.fd_lock:
         data, ancillary, _, _ = sock.recvmsg(
             _endpoint.CHALLENGE_SIZE,
@@ -157,10 +163,16 @@ def _answer(sock: socket.socket) -> Tuple[bytes, Optional[mmap.mmap]]:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 whole = len(payload) - len(payload) % _FD.size
                 for (fd,) in _FD.iter_unpack(payload[:whole]):
-                    if ring is None:
-                        ring = _ring.open_received(fd)  # closes it
+                    if ring_fd is None:
+                        ring_fd = fd
+                        state.child_closes.append(fd)
                     else:
                         os.close(fd)  # never sent so: one ring per connection
-    if not data:
-        raise ConnectionResetError("the listener closed the connection")
-    return data + recv_exactly(sock, _endpoint.CHALLENGE_SIZE - len(data)), ring
+    try:
+        if not data:
+            raise ConnectionResetError("the listener closed the connection")
+        return data + recv_exactly(sock, _endpoint.CHALLENGE_SIZE - len(data)), ring_fd
+    except BaseException:
+        if ring_fd is not None:
+            _endpoint.close_listed_fd(ring_fd)
+        raise

@@ -230,6 +230,13 @@ def forget_descriptor(fd: int) -> None:
         pass
 
 
+def close_listed_fd(fd: int) -> None:
+    """Close a descriptor whose number is in ``state.child_closes``, and take it out."""
+    with state.fd_lock:
+        forget_descriptor(fd)
+        os.close(fd)
+
+
 def close_listed(sock: socket.socket) -> None:
     """Close a socket whose number is in ``state.child_closes``, and take it out."""
     with state.fd_lock:  # a child forked in between would keep it open

@@ -36,14 +36,14 @@ import mmap
 import os
 import socket
 import struct
-import threading
+import sys
 import time
 
 from forksafe_logging._state import state
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
-    from typing import Callable, Optional, Tuple
+    from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 #: The ring's data, in bytes (a power of two): as deep as the socket
 #: buffer the channel asked for before, which measured best.
@@ -82,7 +82,37 @@ def supported() -> bool:
         return False
     if not hasattr(os, "memfd_create") or not hasattr(fcntl, "F_ADD_SEALS"):
         return False  # F_ADD_SEALS: 3.9+ on Linux
-    return os.uname().machine in _MACHINES
+    # A 32-bit Python on a 64-bit kernel copies an 8-byte word in two halves:
+    # a reader could see half of a count.
+    return os.uname().machine in _MACHINES and sys.maxsize > 2**32
+
+
+# On 3.13+, a mapping need not keep a descriptor of its own: without it the
+# top holds one descriptor per sender (the socket), not two.
+_UNTRACKED: Dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+
+
+def _map(fd: int) -> mmap.mmap:
+    return mmap.mmap(fd, TOTAL_SIZE, **_UNTRACKED)
+
+
+#: Every end of a ring this process maps, by id. A forked child unmaps its
+#: copies (:func:`unmap_inherited`): a child of the top would otherwise keep
+#: every sender's ring alive as long as it lives, long after the sender
+#: ended; a recycled pool would pin rings by the square of its size.
+mapped: Dict[int, Union[Reader, Writer]] = {}
+
+
+def unmap_inherited() -> None:
+    """In a forked child: unmap every ring the parent had mapped, never writing to one.
+
+    The rings are the parent's connections', which this child never uses
+    (its objects are pid-checked). A mapping a frozen thread of the parent
+    was reading through stays: it cannot be unmapped while viewed.
+    """
+    for end in list(mapped.values()):
+        end.unmap()
+    mapped.clear()
 
 
 def create() -> Tuple[int, mmap.mmap]:
@@ -101,7 +131,7 @@ def create() -> Tuple[int, mmap.mmap]:
         fcntl.fcntl(
             fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
         )
-        return fd, mmap.mmap(fd, TOTAL_SIZE)
+        return fd, _map(fd)
     except BaseException:
         os.close(fd)
         raise
@@ -130,13 +160,25 @@ def answer(sock: socket.socket, data: bytes, register: Callable[[Reader], None])
 
 
 def open_received(fd: int) -> mmap.mmap:
-    """Map the ring whose descriptor came with the listener's answer (and close it)."""
-    try:
-        if os.fstat(fd).st_size != TOTAL_SIZE:
-            raise ConnectionError("the listener's ring is not of the expected size")
-        return mmap.mmap(fd, TOTAL_SIZE)
-    finally:
-        os.close(fd)
+    """Map the ring whose descriptor came with the listener's (proven) answer."""
+    if os.fstat(fd).st_size != TOTAL_SIZE:
+        raise ConnectionError("the listener's ring is not of the expected size")
+    return _map(fd)
+
+
+def _real_lock() -> Any:
+    """An OS lock, even where gevent has patched ``_thread``.
+
+    gevent's lock is Python code, without the locked instruction a fence
+    is for: a lost wake-up would cost a sleeping listener its backstop.
+    Taken only with ``acquire(False)``, it never blocks a greenlet.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        return monkey.get_original("_thread", "allocate_lock")()
+    import _thread
+
+    return _thread.allocate_lock()
 
 
 class _Fence:
@@ -150,7 +192,7 @@ class _Fence:
     __slots__ = ("_lock",)
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _real_lock()
 
     def __call__(self) -> None:
         if self._lock.acquire(False):
@@ -166,6 +208,7 @@ class Reader:
         self._map = ring
         self._view = memoryview(ring)
         self._words = _words(ring)
+        mapped[id(self)] = self
         #: The listener's own count of what it took: ``R`` in the ring is
         #: for the sender, whose writes the listener never trusts.
         self.r = 0
@@ -206,11 +249,15 @@ class Reader:
 
     def close(self) -> None:
         self.flag(CLOSED)
+        self.unmap()
+
+    def unmap(self) -> None:
+        mapped.pop(id(self), None)
         self._words.release()
         self._view.release()
         try:
             self._map.close()
-        except BufferError:  # a view still exported (none known): the collector unmaps it
+        except BufferError:  # still viewed (by a thread a fork left behind)
             pass
 
 
@@ -272,6 +319,16 @@ class Writer:
         self._fence = _Fence()
         self._words = _words(ring)
         self.w: int = self._words[_W]
+        mapped[id(self)] = self
+
+    def unmap(self) -> None:
+        """Let go of the ring (its connection is over, or this is a forked child)."""
+        mapped.pop(id(self), None)
+        self._words.release()
+        try:
+            self._map.close()
+        except BufferError:  # viewed by a thread the fork left behind
+            pass
 
     def _room(self) -> int:
         room: int = DATA_SIZE - (self.w - self._words[_R])

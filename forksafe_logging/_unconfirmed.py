@@ -180,6 +180,8 @@ class Ledger:
     def close(self) -> None:
         _endpoint.close_listed(self.sock)
         self.pinned.clear()
+        if self.ring is not None:
+            self.ring.unmap()
 
 
 def put(ledger: Ledger, data: bytes, deadline: Optional[float]) -> bool:

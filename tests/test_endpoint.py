@@ -114,7 +114,7 @@ def test_socket_directories_of_dead_listeners_are_swept(tmp_path: Path, short_tm
 
 
 HOSTILE = """
-import json, logging, os, socket, sys
+import json, logging, os, socket, struct, sys
 
 # Another user binds the name a tree's children would connect to (as it could
 # once the top has died: /proc/net/unix lists the names).
@@ -134,12 +134,19 @@ if pid == 0:
     got = b""
     try:
         conn.settimeout(20)
-        if sys.argv[1] == "same user":
+        if sys.argv[1].startswith("same user"):
             # The sender's hello (its nonce and MAC); then a proof made
             # without the key, which the sender must not accept.
             while len(got) < 64:
                 got += conn.recv(64 - len(got))
-            conn.sendall(os.urandom(32))
+            if sys.argv[1] == "same user":
+                conn.sendall(os.urandom(32))
+            else:
+                # ...with two descriptors, as a listener's ring comes: not
+                # of a ring's size, and one more than a listener sends.
+                fd = os.memfd_create("hostile-ring")
+                fds = struct.pack("ii", fd, fd)
+                conn.sendmsg([os.urandom(32)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
             got = b""
         while True:
             chunk = conn.recv(4096)
@@ -161,7 +168,15 @@ logging.getLogger("victim").warning("the secret")
 os.close(got_w)
 received = int(os.read(got_r, 64) or b"-1")
 os.waitpid(pid, 0)
-report(received=received)
+kept = 0  # the hostile descriptors, or a mapping of them, left in the sender
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        kept += "hostile-ring" in os.readlink("/proc/self/fd/" + fd)
+    except OSError:
+        pass
+with open("/proc/self/maps") as f:
+    kept += sum("hostile-ring" in line for line in f)
+report(received=received, kept=kept)
 """
 
 
@@ -171,18 +186,22 @@ def test_listener_of_another_user_is_refused(tmp_path: Path) -> None:
     """A sender sends nothing, not even its hello, to another user's listener."""
     outcome = run_script(tmp_path, HOSTILE, "other user", env={})
     assert outcome.returncode == 0, outcome.stderr
-    assert json.loads(outcome.stdout.strip().splitlines()[-1]) == {"received": 0}
+    assert json.loads(outcome.stdout.strip().splitlines()[-1]) == {"received": 0, "kept": 0}
     # Not lost: written where a sender writes when it cannot reach the listener.
     assert "belongs to uid 65534" in outcome.stderr
     assert "the secret" in outcome.stderr
 
 
 @pytest.mark.skipif(not LINUX, reason="abstract Unix sockets are Linux's")
-def test_listener_without_the_key_is_refused(tmp_path: Path) -> None:
-    """A sender sends no record to a listener that cannot prove it holds the tree's key."""
-    outcome = run_script(tmp_path, HOSTILE, "same user", env={})
+@pytest.mark.parametrize("answer", ["same user", "same user, with descriptors"])
+def test_listener_without_the_key_is_refused(tmp_path: Path, answer: str) -> None:
+    """A sender sends no record to a listener that cannot prove it holds the tree's key.
+
+    Nor keeps, nor maps, what such a listener sent with its answer.
+    """
+    outcome = run_script(tmp_path, HOSTILE, answer, env={})
     assert outcome.returncode == 0, outcome.stderr
-    assert json.loads(outcome.stdout.strip().splitlines()[-1]) == {"received": 0}
+    assert json.loads(outcome.stdout.strip().splitlines()[-1]) == {"received": 0, "kept": 0}
     assert "could not prove it holds the tree's key" in outcome.stderr
     assert "the secret" in outcome.stderr
 

@@ -4,7 +4,9 @@ Records through it arrive whole and in order across the ring's end; a
 listener asleep is woken by the sender; a sender that writes nonsense to its
 ring loses its connection and nobody else's; with the ring switched off the
 socket carries everything; a listener that stops while children write loses
-no record without its sender showing it. Kills of senders in the middle of a
+no record without its sender showing it, whether the record came before its
+last look or after; forked children let go of the rings they inherited.
+Kills of senders in the middle of a
 record are test_transport's (TestKill) and test_chaos's, which run with the ring.
 """
 
@@ -90,6 +92,97 @@ if __name__ == "__main__":
         assert facts["whole"] is True
         assert facts["rings"] == 0
         assert facts["connections"] >= 3
+
+
+class TestForkedChildrenLetGo:
+    BODY = (
+        PRELUDE
+        + """
+RING = "forksafe-logging-ring"
+
+def rings_here():
+    \"\"\"This process's mappings and descriptors of rings.\"\"\"
+    with open("/proc/self/maps") as f:
+        maps = sum(RING in line for line in f)
+    fds = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds += RING in os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            pass
+    return maps, fds
+
+def in_a_child(then=None):
+    \"\"\"What a child forked now finds of rings (before it logs).\"\"\"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.write(w, json.dumps(rings_here()).encode())
+        if then is not None:
+            then()
+        logging.shutdown()
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        found = json.loads(f.read())
+    _, status = os.waitpid(pid, 0)
+    return found + [os.waitstatus_to_exitcode(status)]
+
+def work(n, conn):
+    log = logging.getLogger("w")
+    log.info("%d before", n)
+    conn.send(in_a_child())  # a sender's child
+    conn.recv()
+    log.info("%d after", n)
+
+def top_child_logs():
+    logging.getLogger("child").info("from the top's child")
+
+if __name__ == "__main__":
+    configure()
+    ctx = multiprocessing.get_context(sys.argv[2])
+    pipes = [ctx.Pipe() for _ in range(2)]
+    procs = [ctx.Process(target=work, args=(n, pipes[n][1])) for n in range(2)]
+    for p in procs:
+        p.start()
+    grandchildren = [mine.recv() for mine, _ in pipes]
+    in_top = rings_here()
+    top_child = in_a_child(top_child_logs)
+    for mine, _ in pipes:
+        mine.send("go")
+    for p in procs:
+        p.join(60)
+    report(exitcodes=[p.exitcode for p in procs], grandchildren=grandchildren,
+           in_top=in_top, top_child=top_child, lines=sorted(lines()),
+           names=[p.name for p in procs])
+"""
+    )
+
+    @needs_rings
+    @START_METHODS
+    def test_no_child_keeps_a_ring(self, scenario: Scenario, method: str) -> None:
+        """A forked child unmaps the rings it inherited and writes nothing to them.
+
+        A child of the top would otherwise pin every sender's ring while it
+        lives (a recycled pool: the square of its size); the connections it
+        inherited go on, and the child has its own.
+        """
+        facts = scenario.run(self.BODY, None, args=[method], timeout=170).facts
+        assert facts["exitcodes"] == [0, 0]
+        assert facts["in_top"][0] >= 2  # the two senders' rings, mapped
+        assert facts["top_child"] == [0, 0, 0]
+        assert facts["grandchildren"] == [[0, 0, 0], [0, 0, 0]]
+        first, second = facts["names"]
+        assert facts["lines"] == sorted(
+            [
+                first + "|w|0 before",
+                second + "|w|1 before",
+                first + "|w|0 after",
+                second + "|w|1 after",
+                "MainProcess|child|from the top's child",
+            ]
+        )
 
 
 class TestWakeUp:
@@ -335,3 +428,124 @@ if __name__ == "__main__":
         assert facts["exitcodes"] == [0] * 3
         assert facts["file_in_order"] == [True] * 3
         assert facts["missing"] == [[], [], []]
+
+
+class TestStopWindow:
+    BODY = (
+        PRELUDE
+        + """
+import time
+from forksafe_logging import _ring
+
+def work(ready, go):
+    err = os.open("child.err", os.O_WRONLY | os.O_CREAT)
+    os.dup2(err, 2)
+    log = logging.getLogger("w")
+    log.info("first")
+    ready.set()
+    go.wait(60)
+    log.info("late")
+    with open("/proc/self/maps") as f:  # the connection is over: its ring let go
+        mapped = sum("forksafe-logging-ring" in line for line in f)
+    with open("child.maps", "w") as f:
+        f.write(str(mapped))
+    # At once: what the logging call left unsaid is lost (pools' workers end so).
+    os._exit(0)
+
+def until_committed(reader):
+    deadline = time.monotonic() + 30
+    while reader._words[0] == reader.r and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+if __name__ == "__main__":
+    configure()
+    ctx = multiprocessing.get_context(sys.argv[2])
+    ready, go = ctx.Event(), ctx.Event()
+    if sys.argv[3] == "stopping":
+        # The listener has marked the rings STOPPING; its last look is next.
+        close_all = _ring.close_all
+        def in_the_window(readers, fence):
+            close_all(readers, fence)
+            go.set()
+            for reader in readers:
+                until_committed(reader)
+        _ring.close_all = in_the_window
+    else:
+        # The listener has taken its last look; the ring is still marked
+        # STOPPING ("after"), or already CLOSED.
+        close = _ring.Reader.close
+        def in_the_window(self):
+            if sys.argv[3] == "closed":
+                self.flag(_ring.CLOSED)
+            if not go.is_set():
+                go.set()
+                until_committed(self)
+            close(self)
+        _ring.Reader.close = in_the_window
+    p = ctx.Process(target=work, args=(ready, go))
+    p.start()
+    ready.wait(60)
+    first = any(line.endswith("|w|first") for line in lines())
+    rings = forksafe_logging.QueueListener().stats()["rings"]
+    forksafe_logging.uninstall()
+    p.join(60)
+    with open("out.log") as f:
+        in_file = [line.split("|")[2] for line in f.read().splitlines()]
+    with open("child.err") as f:
+        shown = [line for line in f.read().splitlines() if "late" in line]
+    with open("child.maps") as f:
+        mapped = int(f.read())
+    report(first=first, rings=rings, exitcode=p.exitcode, in_file=in_file, shown=shown,
+           mapped=mapped)
+"""
+    )
+
+    @needs_rings
+    @START_METHODS
+    @pytest.mark.parametrize("when", ["stopping", "after", "closed"])
+    def test_a_record_in_the_stop_window(self, scenario: Scenario, method: str, when: str) -> None:
+        """Committed while the listener stops, by a sender that then ends with ``os._exit()``.
+
+        Before the listener's last look (the ring marked STOPPING): the
+        record is the listener's, in the file once and not on the sender's
+        stderr. After it (still STOPPING, or CLOSED): nobody will read the
+        ring, and the sender's logging call shows the record before it
+        returns; taken for the listener's, it would be lost.
+        """
+        facts = scenario.run(self.BODY, None, args=[method, when], timeout=170).facts
+        assert facts["first"] is True
+        assert facts["rings"] >= 1
+        assert facts["exitcode"] == 0
+        assert facts["mapped"] == 0
+        if when == "stopping":
+            assert facts["in_file"] == ["first", "late"]
+            assert facts["shown"] == []
+        else:
+            assert facts["in_file"] == ["first"]
+            assert len(facts["shown"]) == 1
+            assert facts["shown"][0].endswith("late")
+
+
+def test_the_fence_is_an_os_lock_under_gevent(scenario: Scenario) -> None:
+    """gevent's lock is Python code: no locked instruction, no fence (a lost wake-up)."""
+    pytest.importorskip("gevent")
+    body = """
+from gevent import monkey
+monkey.patch_all()
+import threading
+from forksafe_logging import _ring
+from scenario_lib import report
+
+os_lock = type(monkey.get_original("_thread", "allocate_lock")())
+report(patched=type(threading.Lock()) is not os_lock,
+       fence=type(_ring._Fence()._lock) is os_lock)
+"""
+    assert scenario.run(body, None).facts == {"patched": True, "fence": True}
+
+
+def test_no_ring_for_a_32_bit_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its 8-byte copies may be two 4-byte ones: a reader could see half a count."""
+    from forksafe_logging import _ring
+
+    monkeypatch.setattr(sys, "maxsize", 2**31 - 1)
+    assert not _ring.supported()
