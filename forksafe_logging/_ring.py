@@ -115,6 +115,15 @@ def unmap_inherited() -> None:
     mapped.clear()
 
 
+def _let_go(ring: mmap.mmap, *views: memoryview) -> None:
+    try:
+        for view in views:
+            view.release()
+        ring.close()
+    except BufferError:
+        pass  # still viewed, by a thread a fork left behind: it stays mapped
+
+
 def create() -> Tuple[int, mmap.mmap]:
     """A new ring: its descriptor (for the sender; the caller closes it) and its mapping.
 
@@ -253,12 +262,7 @@ class Reader:
 
     def unmap(self) -> None:
         mapped.pop(id(self), None)
-        self._words.release()
-        self._view.release()
-        try:
-            self._map.close()
-        except BufferError:  # still viewed (by a thread a fork left behind)
-            pass
+        _let_go(self._map, self._words, self._view)
 
 
 def sleep(readers: Tuple[Reader, ...], fence: Callable[[], None]) -> bool:
@@ -324,11 +328,7 @@ class Writer:
     def unmap(self) -> None:
         """Let go of the ring (its connection is over, or this is a forked child)."""
         mapped.pop(id(self), None)
-        self._words.release()
-        try:
-            self._map.close()
-        except BufferError:  # viewed by a thread the fork left behind
-            pass
+        _let_go(self._map, self._words)
 
     def _room(self) -> int:
         room: int = DATA_SIZE - (self.w - self._words[_R])
