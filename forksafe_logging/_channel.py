@@ -323,10 +323,10 @@ def ask_levels(timeout: float) -> Optional[Tuple[Dict[str, int], int]]:
 _HOLDING_CODES = (Channel.send.__code__, ask_levels.__code__)
 
 
-def channel() -> Channel:
-    """This process's channel (a forked child gets a new one)."""
+def channel(pid: Optional[int] = None) -> Channel:
+    """This process's channel (a forked child gets a new one); ``pid``: this process's."""
     ch = state.channel
-    if ch is None or ch.pid != os.getpid():
+    if ch is None or ch.pid != (pid or os.getpid()):
         ch = state.channel = Channel()
     return ch
 

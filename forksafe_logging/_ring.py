@@ -176,11 +176,8 @@ def open_received(fd: int) -> mmap.mmap:
 
 
 def _real_lock() -> Any:
-    """An OS lock, even where gevent has patched ``_thread``.
-
-    gevent's lock is Python code, without the locked instruction a fence
-    is for: a lost wake-up would cost a sleeping listener its backstop.
-    Taken only with ``acquire(False)``, it never blocks a greenlet.
+    """An OS lock, even where gevent has patched ``_thread`` (its lock is Python code:
+    no locked instruction, no fence). Taken with ``acquire(False)``: never blocks a greenlet.
     """
     monkey = sys.modules.get("gevent.monkey")
     if monkey is not None:
@@ -342,6 +339,14 @@ class Writer:
         part of it committed (the stream is spoiled, as a socket's would be).
         """
         size = len(data)
+        w = self.w
+        at = _DATA + (w & _MASK)
+        # Most records: room for all of it, before the ring's end.
+        if at + size <= TOTAL_SIZE and size <= DATA_SIZE - (w - self._words[_R]) <= DATA_SIZE:
+            self._map[at : at + size] = data
+            self.w = w = w + size
+            self._words[_W] = w  # committed
+            return True
         if self._room() < min(size, DATA_SIZE) and not self._room_for(
             min(size, DATA_SIZE), deadline
         ):

@@ -182,10 +182,10 @@ class Server:
 on_start: List[Callable[[], None]] = []
 
 
-def current() -> Optional[Server]:
-    """The listener this process runs, if it is the top of a tree."""
+def current(pid: Optional[int] = None) -> Optional[Server]:
+    """The listener this process runs, if it is the top of a tree (``pid``: this process's)."""
     server = state.server
-    if server is not None and server.pid == os.getpid():
+    if server is not None and server.pid == (pid or os.getpid()):
         return server
     return None
 

@@ -15,6 +15,7 @@ records there, over a connection of its own.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from forksafe_logging import (
@@ -30,6 +31,7 @@ from forksafe_logging import (
 from forksafe_logging._state import state
 
 _modules = sys.modules
+_getpid = os.getpid
 
 TYPE_CHECKING = False  # typing is not imported at run time: see _compat
 if TYPE_CHECKING:
@@ -153,7 +155,9 @@ class QueueHandler(logging.Handler):
         try:
             # The attribute first, which saves a call per record once it is
             # set (a forked child of the top sets it on its first record).
-            if (state.where or _tree.tree()) is None or _server.current() is not None:
+            # One getpid() for both checks (a system call each).
+            pid = _getpid()
+            if (state.where or _tree.tree()) is None or _server.current(pid) is not None:
                 # The top of the tree (with its listener running, or stopped
                 # by uninstall()): the handlers are here.
                 if not self._tree:
@@ -166,7 +170,7 @@ class QueueHandler(logging.Handler):
             else:
                 route = ""
             key = _wire.static_key(route, record)
-            ch = _channel.channel()
+            ch = _channel.channel(pid)
             try:
                 if not ch.send(key, record, self.timeout, self.format):
                     self.dropped += 1
