@@ -112,7 +112,6 @@ def unmap_inherited() -> None:
     """
     for end in list(mapped.values()):
         end.unmap()
-    mapped.clear()
 
 
 def _let_go(ring: mmap.mmap, *views: memoryview) -> None:

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 
 def child(
@@ -171,6 +171,19 @@ def timed(fn: Callable[[], Any]) -> float:
     started = time.monotonic()
     fn()
     return time.monotonic() - started
+
+
+def mapped_here(name: str) -> Tuple[int, int]:
+    """This process's mappings, and its descriptors, of files whose name has ``name`` (Linux)."""
+    with open("/proc/self/maps") as f:
+        maps = sum(name in line for line in f)
+    fds = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds += name in os.readlink("/proc/self/fd/" + fd)
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return maps, fds
 
 
 def report(**facts: Any) -> None:

@@ -161,22 +161,15 @@ os.read(ready_r, 1)
 os.environ["FORKSAFE_LOGGING_LISTENER"] = "%d:%s:@%s" % (pid, "ab" * 32, name[1:])
 
 import forksafe_logging
-from scenario_lib import report
+from scenario_lib import mapped_here, report
 
 forksafe_logging.attach()
 logging.getLogger("victim").warning("the secret")
 os.close(got_w)
 received = int(os.read(got_r, 64) or b"-1")
 os.waitpid(pid, 0)
-kept = 0  # the hostile descriptors, or a mapping of them, left in the sender
-for fd in os.listdir("/proc/self/fd"):
-    try:
-        kept += "hostile-ring" in os.readlink("/proc/self/fd/" + fd)
-    except OSError:
-        pass
-with open("/proc/self/maps") as f:
-    kept += sum("hostile-ring" in line for line in f)
-report(received=received, kept=kept)
+# The hostile descriptors, or a mapping of them, left in the sender.
+report(received=received, kept=sum(mapped_here("hostile-ring")))
 """
 
 

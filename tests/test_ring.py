@@ -98,19 +98,10 @@ class TestForkedChildrenLetGo:
     BODY = (
         PRELUDE
         + """
-RING = "forksafe-logging-ring"
+from scenario_lib import mapped_here
 
 def rings_here():
-    \"\"\"This process's mappings and descriptors of rings.\"\"\"
-    with open("/proc/self/maps") as f:
-        maps = sum(RING in line for line in f)
-    fds = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            fds += RING in os.readlink("/proc/self/fd/" + fd)
-        except OSError:
-            pass
-    return maps, fds
+    return mapped_here("forksafe-logging-ring")
 
 def in_a_child(then=None):
     \"\"\"What a child forked now finds of rings (before it logs).\"\"\"
@@ -459,8 +450,9 @@ def work(ready, go):
     ready.set()
     go.wait(60)
     log.info("late")
-    with open("/proc/self/maps") as f:  # the connection is over: its ring let go
-        mapped = sum("forksafe-logging-ring" in line for line in f)
+    # The connection is over: its ring let go.
+    from scenario_lib import mapped_here
+    mapped, _ = mapped_here("forksafe-logging-ring")
     with open("child.maps", "w") as f:
         f.write(str(mapped))
     # At once: what the logging call left unsaid is lost (pools' workers end so).
